@@ -1,0 +1,289 @@
+"""Typed, frozen configuration: one model per params.yaml section.
+
+params.yaml is read once (``load_params``) and passed down as these objects.
+Unknown or misspelt keys and wrong types raise ``ConfigError`` naming the key
+and, where possible, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DOMAINS: tuple[str, ...] = ("medical", "satellite")
+Domain = Literal["medical", "satellite"]
+
+
+class ConfigError(ValueError):
+    """A user error in params.yaml (or a --params file)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --------------------------------------------------------------------------- sample
+class SampleMedical(_Section):
+    n_patients: int = Field(72, ge=1)
+    images_per_patient: int = Field(3, ge=1)
+    image_size: int = Field(256, ge=32)
+    monochrome1_fraction: float = Field(0.25, ge=0, le=1)
+    findings: tuple[str, ...] = ("cardiomegaly", "effusion", "nodule", "pneumothorax")
+
+
+class SampleSatellite(_Section):
+    n_scenes: int = Field(10, ge=1)
+    scene_size: int = Field(512, ge=64)
+    band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
+    classes: tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare")
+
+
+class SampleConfig(_Section):
+    seed: int = 0
+    medical: SampleMedical = SampleMedical()
+    satellite: SampleSatellite = SampleSatellite()
+
+
+# --------------------------------------------------------------------------- ingest
+class SplitFractions(_Section):
+    train: float = Field(0.6, gt=0)
+    val: float = Field(0.2, ge=0)
+    test: float = Field(0.2, gt=0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g}")
+        return self
+
+
+class IngestMedical(_Section):
+    image_size: int = Field(224, ge=16)
+    label_names: tuple[str, ...] = ()
+    voi: Literal["header", "window", "percentile"] = "header"
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    multiframe: Literal["first", "all"] = "first"
+    allow_burned_in: bool = False
+
+    @model_validator(mode="after")
+    def _window_given(self) -> "IngestMedical":
+        if self.voi == "window" and self.window is None:
+            raise ValueError("voi: window needs window: [center, width]")
+        return self
+
+
+class IngestSatellite(_Section):
+    bands: tuple[int, ...] = (1, 2, 3, 4)
+    band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
+    label_source: Literal["raster", "csv"] = "raster"
+    label_names: tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare")
+    tile_size: int = Field(64, ge=8)
+    stride: int = Field(64, ge=1)
+    min_label_fraction: float = Field(0.05, ge=0, le=1)
+    max_nodata_fraction: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _bands_named(self) -> "IngestSatellite":
+        if len(self.bands) != len(self.band_names):
+            raise ValueError("bands and band_names must have the same length")
+        return self
+
+
+class IngestConfig(_Section):
+    seed: int = 0
+    workers: int = Field(0, ge=0)
+    shard_size: int = Field(256, ge=1)
+    split_fractions: SplitFractions = SplitFractions()
+    max_reject_fraction: float = Field(0.5, ge=0, le=1)
+    medical: IngestMedical = IngestMedical()
+    satellite: IngestSatellite = IngestSatellite()
+
+
+# --------------------------------------------------------------------------- finetune
+class HeadConfig(_Section):
+    hidden_dim: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class LossConfig(_Section):
+    kind: Literal["bce", "asymmetric"] = "bce"
+    pos_weight: bool = True
+    gamma_neg: float = 4.0
+    gamma_pos: float = 0.0
+
+
+class AugmentMedical(_Section):
+    affine_degrees: float = 5.0
+    affine_scale: float = 0.05
+    brightness: float = 0.1
+    contrast: float = 0.1
+    hflip: bool = False
+
+
+class AugmentSatellite(_Section):
+    flips: bool = True
+    rot90: bool = True
+    noise_std: float = 0.02
+
+
+class AugmentConfig(_Section):
+    medical: AugmentMedical = AugmentMedical()
+    satellite: AugmentSatellite = AugmentSatellite()
+
+
+class FinetuneConfig(_Section):
+    seed: int = 0
+    model: str = "deit3_base_patch16_384"
+    weights: str = "timm/deit3_base_patch16_384.fb_in22k_ft_in1k"
+    allow_random_init: bool = False
+    img_size: int | None = None
+    freeze_blocks: int = Field(6, ge=0)
+    normalize: Literal["dataset", "pretrained"] = "dataset"
+    head: HeadConfig = HeadConfig()
+    loss: LossConfig = LossConfig()
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    accum_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    layer_decay: float = Field(0.75, gt=0, le=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    clip_grad: float | None = 1.0
+    ema_decay: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int = Field(3, ge=1)
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = True
+    cache_frozen_features: bool = False
+    augment: AugmentConfig = AugmentConfig()
+
+
+# --------------------------------------------------------------------------- zeroshot
+class LinearProbeConfig(_Section):
+    enabled: bool = True
+    k_shot: int | None = None
+    C: float = Field(1.0, gt=0)
+
+
+class ZeroshotDomain(_Section):
+    backend: Literal["transformers", "open_clip"] = "transformers"
+    model: str = "openai/clip-vit-base-patch16"
+    rgb: Literal["replicate", "bands"] = "bands"
+    rgb_bands: tuple[str, ...] = ()
+
+
+class ZeroshotConfig(_Section):
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    allow_random_init: bool = False
+    scoring: Literal["chexzero", "cosine"] = "chexzero"
+    prompts: str = "medvit/zeroshot/prompts.yaml"
+    linear_probe: LinearProbeConfig = LinearProbeConfig()
+    medical: ZeroshotDomain = ZeroshotDomain(rgb="replicate")
+    satellite: ZeroshotDomain = ZeroshotDomain(rgb="bands", rgb_bands=("B4", "B3", "B2"))
+
+
+# --------------------------------------------------------------------------- evaluate / register
+class EvaluateConfig(_Section):
+    seed: int = 0
+    threshold_method: Literal["youden", "f1", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.9, gt=0, lt=1)
+    fixed_specificity: float = Field(0.9, gt=0, lt=1)
+    n_bootstrap: int = Field(1000, ge=0)
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    ece_bins: int = Field(10, ge=2)
+    n_attention_maps: int = Field(4, ge=0)
+
+
+class RegisterConfig(_Section):
+    min_auroc: float = Field(0.8, ge=0, le=1)
+    min_margin: float = 0.0
+    fail_on_gate: bool = False
+    onnx: bool = True
+    onnx_opset: int = Field(17, ge=17)
+
+
+# "register" is also ABCMeta.register on the class; pydantic warns, but instances resolve the field.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(_Section):
+    sample: SampleConfig = SampleConfig()
+    ingest: IngestConfig = IngestConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    zeroshot: ZeroshotConfig = ZeroshotConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register: RegisterConfig = RegisterConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """Short sha256 of the named sections (all when none are named)."""
+        names = sections or tuple(type(self).model_fields)
+        blob = json.dumps({n: getattr(self, n).model_dump(mode="json") for n in names}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model that ``loc`` (minus its last item) points at."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(Params, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"  - {key}: unknown key{hint}; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
+    lines.append("Fix the key(s) above in the params file and re-run.")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a params mapping into frozen ``Params``.
+
+    Raises:
+        ConfigError: naming each bad key and how to fix it.
+    """
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params YAML file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has bad keys or types.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found. Run from the repo root or pass --params FILE.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(data, str(path))

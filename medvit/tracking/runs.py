@@ -1,0 +1,193 @@
+"""MLflow runs for pipeline stages: lineage tags and logging that never sinks a stage.
+
+The embedded default store is SQLite at ``.mlflow/mlflow.db`` with artifacts in
+``.mlflow/artifacts`` (git- and DVC-ignored). ``MLFLOW_TRACKING_URI`` switches to a
+team server. Every MLflow call goes through ``StageRun``, which bounds HTTP
+time-outs and retries and, on the first failure, reports it once and turns
+further logging into no-ops, so a finished training still writes its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DIR = ".mlflow"
+# Bound every HTTP call so a tracking server that is down cannot hang a stage.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def repo_root() -> Path:
+    """The git work tree containing the current directory (or the cwd)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return Path(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return Path.cwd()
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = repo_root() / EMBEDDED_DIR
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def artifact_root() -> str | None:
+    """Artifact location for new experiments in the embedded store (None: server default)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (repo_root() / EMBEDDED_DIR / "artifacts").as_uri()
+
+
+def git_commit() -> str:
+    """Current commit sha, suffixed ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pipeline_id(data_hash: str, upstream_params_hash: str) -> str:
+    """Id linking the finetune, zeroshot, evaluate and register runs of one pipeline.
+
+    Derived, not random, so stages that run in separate processes (and a later
+    re-run of evaluate alone) agree on it: it changes only when the data or the
+    params of the training stages change.
+    """
+    return hashlib.sha256(f"{data_hash}:{upstream_params_hash}".encode()).hexdigest()[:12]
+
+
+def experiment_name(domain: str) -> str:
+    """One MLflow experiment per domain."""
+    return f"medvit-{domain}"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested params to ``a.b.c`` keys (lists become JSON strings)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(list(v))
+        else:
+            out[key] = v
+    return out
+
+
+class StageRun:
+    """A best-effort handle on one MLflow run; every method is safe to call after a failure."""
+
+    def __init__(self, mlflow_mod: Any | None, run_id: str | None, error: str | None = None) -> None:
+        self._mlflow = mlflow_mod
+        self.run_id = run_id
+        self.error = error
+
+    @property
+    def active(self) -> bool:
+        return self._mlflow is not None and self.error is None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.active:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking must never sink a stage
+            self.error = f"{what} failed: {type(err).__name__}: {err}"
+            warnings.warn(
+                f"MLflow logging disabled for the rest of this stage ({self.error}). "
+                f"Outputs are still written; check MLFLOW_TRACKING_URI ({tracking_uri()}).",
+                stacklevel=2,
+            )
+            return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        items = [(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            self._call("log_params", self._mlflow.log_params, dict(items[i : i + 100]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.active:
+            clean = {k: float(v) for k, v in metrics.items() if v is not None}
+            self._call("log_metrics", self._mlflow.log_metrics, clean, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.active:
+            self._call("set_tags", self._mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            self._call("log_artifact", self._mlflow.log_artifact, str(path), artifact_path)
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            self._call("log_artifacts", self._mlflow.log_artifacts, str(path), artifact_path)
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    domain: str,
+    tags: Mapping[str, Any],
+    run_name: str | None = None,
+    system_metrics: bool = False,
+) -> Iterator[StageRun]:
+    """Open an MLflow run for ``stage`` on ``domain`` with lineage ``tags``.
+
+    Yields a ``StageRun``; if the tracking store cannot be reached, it yields an
+    inactive one carrying the error, so the stage finishes and can record it.
+    """
+    for k, v in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    commit = git_commit()
+    all_tags = {"git_commit": commit, "domain": domain, "stage": stage, **{k: str(v) for k, v in tags.items()}}
+    name = run_name or f"{stage}-{domain}-{commit[:7]}"
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        exp_name = experiment_name(domain)
+        exp = mlflow.get_experiment_by_name(exp_name)
+        exp_id = exp.experiment_id if exp else mlflow.create_experiment(exp_name, artifact_location=artifact_root())
+        active = mlflow.start_run(experiment_id=exp_id, run_name=name, tags=all_tags, log_system_metrics=system_metrics)
+        run = StageRun(mlflow, active.info.run_id)
+    except Exception as err:  # noqa: BLE001
+        msg = f"could not start an MLflow run at {tracking_uri()}: {type(err).__name__}: {err}"
+        warnings.warn(msg + " -- continuing without tracking; outputs are still written.", stacklevel=2)
+        yield StageRun(None, None, msg)
+        return
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    finally:
+        run._call("end_run", mlflow.end_run, status=status)

@@ -1,0 +1,52 @@
+"""The console script's help and error handling."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medvit.cli import main
+from medvit.stages import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_top_level_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in (*STAGES, "doctor", "review"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([stage, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--domain" in out and "--params" in out
+
+
+def test_bad_params_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("ingest:\n  wokers: 2\n")
+    code = main(["ingest", "--domain", "medical", "--params", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "ingest.wokers" in err and "did you mean 'workers'" in err
+    assert "Traceback" not in err
+
+
+def test_console_script_and_pipeline_script_share_the_cli() -> None:
+    out = subprocess.run([sys.executable, str(REPO / "pipelines" / "ingest.py"), "--help"],
+                         capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert "medvit ingest" in out and "--raw" in out
+
+
+def test_doctor_reports_decoders_and_tracking(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--params", str(REPO / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "JPEG 2000" in out and "tracking URI" in out and "threads:" in out
