@@ -36,6 +36,8 @@ class SampleMedical(_Section):
     image_size: int = Field(256, ge=32)
     monochrome1_fraction: float = Field(0.25, ge=0, le=1)
     findings: tuple[str, ...] = ("cardiomegaly", "effusion", "nodule", "pneumothorax")
+    prevalence: float = Field(0.33, gt=0, lt=1)  # per finding and image; (1 - p)^4 ~ 20 % normals
+    burned_in: int = Field(2, ge=0)               # images with BurnedInAnnotation YES (ingest rejects them)
 
 
 class SampleSatellite(_Section):
@@ -43,6 +45,10 @@ class SampleSatellite(_Section):
     scene_size: int = Field(512, ge=64)
     band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
     classes: tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare")
+    tile_size: int = Field(64, ge=8)                      # tiles.csv grid; keep equal to ingest.satellite
+    stride: int = Field(64, ge=1)
+    min_label_fraction: float = Field(0.05, ge=0, le=1)
+    max_nodata_fraction: float = Field(0.5, ge=0, le=1)
 
 
 class SampleConfig(_Section):
@@ -90,6 +96,7 @@ class IngestSatellite(_Section):
     stride: int = Field(64, ge=1)
     min_label_fraction: float = Field(0.05, ge=0, le=1)
     max_nodata_fraction: float = Field(0.5, ge=0, le=1)
+    scale: float | None = Field(None, gt=0)  # DN -> reflectance; null: 1/255 uint8, 1/10000 (u)int16, 1 float
 
     @model_validator(mode="after")
     def _bands_named(self) -> "IngestSatellite":
@@ -143,6 +150,8 @@ class AugmentConfig(_Section):
 class FinetuneConfig(_Section):
     seed: int = 0
     model: str = "deit3_base_patch16_384"
+    # Extra timm create_model kwargs (e.g. {depth: 2, embed_dim: 64, num_heads: 2} for tiny test models).
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str = "timm/deit3_base_patch16_384.fb_in22k_ft_in1k"
     allow_random_init: bool = False
     img_size: int | None = None
@@ -171,15 +180,35 @@ class FinetuneConfig(_Section):
 # --------------------------------------------------------------------------- zeroshot
 class LinearProbeConfig(_Section):
     enabled: bool = True
-    k_shot: int | None = None
+    k_shot: int | None = Field(None, ge=1)  # per label: k positives + k negatives from train
     C: float = Field(1.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
 
 
 class ZeroshotDomain(_Section):
+    """CLIP model and channel mapping of one domain.
+
+    ``model``: transformers -> hub id or local dir (CLIPModel + CLIPProcessor files);
+    open_clip -> ``hf-hub:org/repo``, ``local-dir:/path`` (open_clip_config.json + weights),
+    or a built-in architecture (``ViT-B-32``) whose checkpoint is ``weights``: a pretrained
+    tag, a local file, or ``hf-hub:org/repo/file.pt`` (e.g. RemoteCLIP).
+    """
+
     backend: Literal["transformers", "open_clip"] = "transformers"
     model: str = "openai/clip-vit-base-patch16"
+    weights: str | None = None
     rgb: Literal["replicate", "bands"] = "bands"
     rgb_bands: tuple[str, ...] = ()
+    rgb_percentiles: tuple[float, float] = (2.0, 98.0)
+
+    @model_validator(mode="after")
+    def _bands_given(self) -> "ZeroshotDomain":
+        if self.rgb == "bands" and len(self.rgb_bands) != 3:
+            raise ValueError("rgb: bands needs rgb_bands: [R, G, B] (three channel names from stats.json)")
+        lo, hi = self.rgb_percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError("rgb_percentiles must be [low, high] with 0 <= low < high <= 100")
+        return self
 
 
 class ZeroshotConfig(_Section):

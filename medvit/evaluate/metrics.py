@@ -52,3 +52,132 @@ def summary(y_true: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[st
         out[f"{prefix}auroc_micro"] = float(roc_auc_score(flat_t, flat_s))
         out[f"{prefix}ap_micro"] = float(average_precision_score(flat_t, flat_s))
     return out
+
+
+# ----------------------------------------------------------------------------- weighted ranking metrics
+# The bootstrap draws integer multiplicities (weights) per sample instead of
+# copying rows, so every metric below takes a (B, N) weight matrix and returns
+# B values at once. Unit weights (B=1) give the ordinary point estimate; tests
+# check them against scikit-learn (which accepts the same weights as
+# ``sample_weight``).
+
+_CHUNK_ELEMENTS = 2_000_000  # (b, N) float64 work arrays of ~16 MB per chunk
+
+
+def ranking_metrics(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    fixed_specificity: float = 0.9,
+    index: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Weighted AUROC, average precision and sensitivity at a fixed specificity for one label.
+
+    Positives and negatives are sorted once. For each positive, the negative
+    weight ranked above it is a gather from the cumulative negative weight, so a
+    batch of resamples costs two cumulative sums and a few passes over the
+    positives, in row chunks. Tied scores form one operating point (a tied
+    positive/negative pair counts 1/2 in AUROC), exactly as scikit-learn's
+    ``roc_auc_score`` / ``average_precision_score`` with ``sample_weight``.
+
+    Args:
+        y_true: (N,) 0/1 targets.
+        scores: (N,) scores, higher = more likely positive.
+        weights: (B, M) non-negative sample weights (multiplicities) of B resamples.
+        fixed_specificity: specificity at which sensitivity is read off the ROC
+            operating points (no interpolation: the best sensitivity among
+            thresholds whose specificity is at least this value).
+        index: (N,) column of ``weights`` holding each entry's weight (default:
+            column i for entry i; the micro average maps the flattened (N*L)
+            entries onto their N samples).
+
+    Returns:
+        ``auroc``, ``ap``, ``sens_at_spec``: (B,) arrays, NaN for a resample in
+        which the label has no positive or no negative weight.
+    """
+    y = np.asarray(y_true, dtype=np.float64) > 0.5
+    s = np.asarray(scores, dtype=np.float64)
+    weights = np.atleast_2d(weights)
+    cols = np.arange(len(s)) if index is None else np.asarray(index)
+    order = np.argsort(-s, kind="stable")  # descending score
+    pos, neg = order[y[order]], order[~y[order]]
+    neg_key, pos_key = -s[neg], -s[pos]  # ascending keys for searchsorted
+    above = np.searchsorted(neg_key, pos_key, side="left")  # (P,) negatives scoring > each positive
+    at_or_above = np.searchsorted(neg_key, pos_key, side="right")  # (P,) negatives scoring >= it
+    pos_at_or_above = np.searchsorted(pos_key, pos_key, side="right")  # (P,) positives scoring >= it
+    ties = bool((above != at_or_above).any() or (pos_at_or_above != np.arange(1, len(pos) + 1)).any())
+    n_rows = weights.shape[0]
+    out = {k: np.full(n_rows, np.nan) for k in ("auroc", "ap", "sens_at_spec")}
+    if len(pos) == 0 or len(neg) == 0:
+        return out
+    step = max(1, _CHUNK_ELEMENTS // len(s))
+    for r0 in range(0, n_rows, step):
+        w = weights[r0 : r0 + step]
+        b = w.shape[0]
+        w_pos = w[:, cols[pos]].astype(np.float64)  # (b, P) in descending score order
+        cum_neg = np.zeros((b, len(neg) + 1))  # cum_neg[:, k] = weight of the k top-scoring negatives
+        np.cumsum(w[:, cols[neg]], axis=1, dtype=np.float64, out=cum_neg[:, 1:])
+        fp_ge = cum_neg[:, at_or_above]  # (b, P) negative weight scoring >= each positive
+        if ties:
+            fp_gt = cum_neg[:, above]
+            cum_pos = np.zeros((b, len(pos) + 1))
+            np.cumsum(w_pos, axis=1, out=cum_pos[:, 1:])
+            tp_ge = cum_pos[:, pos_at_or_above]
+            n_pos = cum_pos[:, -1]
+            # each positive beats the negatives below it and half of those tied with it
+            beaten = np.einsum("ij,ij->i", w_pos, fp_gt + fp_ge) * 0.5
+        else:
+            tp_ge = np.cumsum(w_pos, axis=1)
+            n_pos = tp_ge[:, -1]
+            beaten = np.einsum("ij,ij->i", w_pos, fp_ge)
+        n_neg = cum_neg[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auroc = (n_pos * n_neg - beaten) / (n_pos * n_neg)
+            called = tp_ge + fp_ge
+            precision = np.divide(tp_ge, called, out=np.zeros_like(tp_ge), where=called > 0)
+            ap = np.einsum("ij,ij->i", w_pos, precision) / n_pos
+            allowed = fp_ge <= (1.0 - fixed_specificity + 1e-12) * n_neg[:, None]
+            sens = np.where(allowed, tp_ge, 0.0).max(axis=1) / n_pos
+        bad = (n_pos <= 0) | (n_neg <= 0)
+        for k, v in (("auroc", auroc), ("ap", ap), ("sens_at_spec", sens)):
+            out[k][r0 : r0 + b] = np.where(bad, np.nan, v)
+    return out
+
+
+def threshold_metrics(
+    y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV and F1 when ``score >= threshold`` predicts positive.
+
+    Args:
+        y_true: (N, L) 0/1 targets.
+        scores: (N, L) scores.
+        thresholds: (L,) one threshold per label.
+        weights: (B, N) sample weights (default: one row of ones).
+
+    Returns:
+        ``sensitivity``, ``specificity``, ``ppv``, ``f1``: (B, L), NaN where undefined
+        (sensitivity without positives, specificity without negatives, ...).
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    pred = (np.asarray(scores, dtype=np.float64) >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64)
+    w = np.ones((1, y.shape[0])) if weights is None else np.atleast_2d(weights).astype(np.float64)
+    tp, fp = w @ (y * pred), w @ ((1 - y) * pred)  # (B, L)
+    n_pos, n_neg = w @ y, w @ (1 - y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sens = np.where(n_pos > 0, tp / n_pos, np.nan)
+        spec = np.where(n_neg > 0, 1.0 - fp / n_neg, np.nan)
+        ppv = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        # F1 = 2TP / (2TP + FP + FN) with FN = n_pos - TP
+        f1 = np.where(n_pos > 0, 2 * tp / (tp + fp + n_pos), np.nan)
+    return {"sensitivity": sens, "specificity": spec, "ppv": ppv, "f1": f1}
+
+
+def sensitivity_at_specificity(y_true: np.ndarray, scores: np.ndarray, specificity: float) -> np.ndarray:
+    """(L,) best sensitivity among thresholds with specificity >= ``specificity`` (NaN: one class)."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    ones = np.ones((1, y_true.shape[0]))
+    return np.array([
+        ranking_metrics(y_true[:, j], scores[:, j], ones, specificity)["sens_at_spec"][0]
+        for j in range(y_true.shape[1])
+    ])

@@ -1,14 +1,22 @@
-"""Compare the fine-tuned model with the baselines: metrics, CIs, plots.
+"""Compare the fine-tuned model with every baseline on the same test split.
 
-Stub: implemented by the evaluate issue.
+Reads the manifest and the score tables ``models/<d>/scores/{val,test}.csv`` and
+``baselines/<d>/scores/<baseline>/{val,test}.csv`` through one code path, then
+writes to ``reports/<d>/``: metrics.json (DVC metrics), thresholds.json (chosen
+on val), per_label.csv, comparison.md/.html, plots/*.csv (``dvc plots``) and
+figures/*.png, and logs one MLflow run linked to the finetune and zeroshot runs
+by the pipeline id.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
 from medvit.config import Params
-from medvit.errors import UserError
+from medvit.paths import default_path
 
 HELP = "Compare the fine-tuned model with the baselines: metrics, CIs, plots."
 
@@ -20,5 +28,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="report output folder (default: per --domain)")
 
 
+def _meta(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the {stage} stage (`dvc repro {stage}`)")
+    return json.loads(path.read_text())
+
+
 def run(args: argparse.Namespace, params: Params) -> int:
-    raise UserError("the evaluate stage is not implemented yet")
+    from medvit.data.cache import write_json_atomic
+    from medvit.data.manifest import read_manifest
+    from medvit.evaluate import figures, report
+    from medvit.evaluate.inputs import FINETUNE, aligned_scores, discover_models
+    from medvit.evaluate.provenance import lineage
+    from medvit.tracking.runs import pipeline_id, stage_run
+
+    d, cfg = args.domain, params.evaluate
+    cache = Path(args.cache or default_path("cache", d))
+    ft_dir = Path(args.finetune or default_path("finetune", d))
+    bl_dir = Path(args.baselines or default_path("baselines", d))
+    out = Path(args.out or default_path("report", d))
+    manifest = read_manifest(cache)
+    models = discover_models(ft_dir, bl_dir)
+    val = {m: aligned_scores(manifest, p / "val.csv", "val") for m, p in models.items()}
+    test = {m: aligned_scores(manifest, p / "test.csv", "test") for m, p in models.items()}
+    y_test = manifest.labels("test")
+    ev = report.evaluate(manifest.label_names, manifest.labels("val"), y_test,
+                         manifest.split("test")["group"].astype(str).tolist(), val, test, cfg)
+    data_hash = manifest.digest()
+    tags, notes = lineage(
+        _meta(ft_dir / "meta.json", "finetune"), _meta(bl_dir / "meta.json", "zeroshot"), data_hash,
+        pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot")),
+        params.section_hash("ingest", "finetune", "zeroshot", "evaluate"), ev)
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = report.metrics_json(ev)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "thresholds.json", report.thresholds_json(ev))
+    figures.label_frame(ev).to_csv(out / "per_label.csv", index=False, float_format="%.6g")
+    title = f"medvit {d}: fine-tuned model vs baselines"
+    (out / "comparison.md").write_text(report.comparison_markdown(ev, title, notes))
+    (out / "comparison.html").write_text(report.comparison_html(ev, title, notes))
+    pngs = figures.write_plots(ev, y_test, test, out)
+    if cfg.n_attention_maps > 0:
+        pngs += figures.write_attention_maps(cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps,
+                                             cfg.seed, out)
+
+    with stage_run("evaluate", d, tags=tags) as run:
+        run.log_params({"evaluate": cfg.model_dump(mode="json")})
+        flat = report.flat_metrics(metrics)
+        keys = sorted(flat)
+        for i in range(0, len(keys), 200):
+            run.log_metrics({k: flat[k] for k in keys[i : i + 200]})
+        for png in pngs:
+            # Cache pixels are de-identified but still patient images: medical overlays stay in the
+            # DVC-tracked report and are not uploaded to a (possibly shared) tracking server.
+            if not (d == "medical" and png.name.startswith(figures.ATTENTION_PREFIX)):
+                run.log_artifact(png, "figures")
+        run.log_artifacts(out / "plots", "plots")
+        for name in ("comparison.md", "comparison.html", "metrics.json", "thresholds.json", "per_label.csv"):
+            run.log_artifact(out / name)
+    print(report.console_table(ev))
+    print(f"report: {out}/comparison.md   MLflow run: {run.run_id or 'not logged (' + str(run.error) + ')'}")
+    return 0

@@ -1,14 +1,21 @@
-"""Fine-tune the partially frozen DeiT3 with a multi-label head.
+"""Fine-tune a partially frozen timm ViT (DeiT3) with a multi-label head on the ingest cache.
 
-Stub: implemented by the finetune issue.
+Writes <out>/model.safetensors (best epoch by val/auroc_macro), meta.json,
+scores/{val,test}.csv, metrics.json, history.csv and checkpoint/ (resumable:
+re-running after a kill continues from the last epoch when params and data match).
+Runs unchanged under `torchrun --nproc-per-node N` (DDP; rank 0 writes and logs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import tempfile
+from pathlib import Path
 
 from medvit.config import Params
-from medvit.errors import UserError
+from medvit.paths import default_path
 
 HELP = "Fine-tune the partially frozen DeiT3 with a multi-label head."
 
@@ -19,4 +26,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    raise UserError("the finetune stage is not implemented yet")
+    from medvit.data.cache import read_stats, write_json_atomic
+    from medvit.data.manifest import read_manifest
+    from medvit.data.scores import write_scores
+    from medvit.tracking.runs import StageRun, pipeline_id, stage_run
+    from medvit.train import distributed as D
+    from medvit.train.loop import evaluate, fit
+    from medvit.train.report import plot_learning_curves, write_history
+    from medvit.train.setup import build_training
+
+    cfg, domain = params.finetune, args.domain
+    cache = Path(args.cache or default_path("cache", domain))
+    out = Path(args.out or default_path("finetune", domain))
+    manifest, stats = read_manifest(cache), read_stats(cache)
+    info = D.setup()
+    try:
+        setup = build_training(cfg, domain, cache, manifest, stats, info)
+        data_hash, params_hash = manifest.digest(), params.section_hash("finetune")
+        pid = pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot"))
+        identity = {"params_hash": params_hash, "data_hash": data_hash, "world_size": info.world_size,
+                    "params": cfg.model_dump(mode="json"), **setup.meta_base}
+        tags = {"data_hash": data_hash, "params_hash": params_hash, "pipeline_id": pid, "weights": setup.provenance}
+        tracking = (stage_run("finetune", domain, tags, system_metrics=True) if info.is_main
+                    else contextlib.nullcontext(StageRun(None, None)))
+        with tracking as mlrun:
+            mlrun.log_params(cfg.model_dump(mode="json"))
+            result = fit(setup.model, setup.train, setup.val, cfg, setup.loss, info=info,
+                         ckpt_dir=out / "checkpoint", identity=identity, on_epoch=lambda e, m: mlrun.log_metrics(m, e))
+            setup.model.load_state_dict(result.best_state)
+            final, scores = {"train/loss": result.history[-1]["train/loss"]}, {}
+            for split, ds in (("val", setup.val), ("test", setup.test)):
+                if ds is not None:
+                    m, scores[split] = evaluate(setup.model, ds, setup.loss, cfg.batch_size, info, f"{split}/")
+                    final.update(m)
+            if info.is_main:
+                meta = {**setup.meta_base, "weights": setup.provenance, "pipeline_id": pid, "run_id": mlrun.run_id,
+                        "data_hash": data_hash, "params_hash": params_hash}
+                from medvit.models.classifier import save_classifier
+
+                save_classifier(setup.model, meta, out)
+                for split, s in scores.items():
+                    write_scores(out / "scores" / f"{split}.csv", setup.ids[split], s, manifest.label_names)
+                write_history(out / "history.csv", result.history)
+                mlrun.log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, step=result.epochs_run)
+                with tempfile.TemporaryDirectory() as tmp:
+                    plot_learning_curves(Path(tmp) / "learning_curves.png", result.history, f"finetune {domain}")
+                    (Path(tmp) / "label_names.json").write_text(json.dumps(list(manifest.label_names), indent=1))
+                    (Path(tmp) / "finetune_params.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+                    mlrun.log_artifacts(tmp)
+                mlrun.log_artifact(out / "history.csv")
+                mlrun.log_artifact(out / "meta.json")
+                summary = {**final, "weights": setup.provenance, "epochs_run": result.epochs_run,
+                           "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+                           "resumed_from_epoch": result.resumed_from, "optimizer_steps": result.steps,
+                           "train_seconds": round(result.train_seconds, 3), "world_size": info.world_size,
+                           "frozen_feature_cache": setup.cached_features, "run_id": mlrun.run_id,
+                           "tracking_error": mlrun.error, "notes": result.notes}
+                write_json_atomic(out / "metrics.json", summary)
+                mlrun.log_artifact(out / "metrics.json")
+                if mlrun.error:
+                    print(f"medvit finetune: WARNING: MLflow tracking failed: {mlrun.error} "
+                          f"(outputs in {out} are complete)")
+        D.barrier()
+    finally:
+        D.teardown()
+    return 0

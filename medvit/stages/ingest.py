@@ -1,23 +1,49 @@
 """Decode, de-identify, split and cache raw DICOM / GeoTIFF files.
 
-Stub: implemented by the ingest issue.
+Writes into --out: shards/ (memory-mapped float32), manifest.csv, labels.json,
+stats.json (train-split mean/std), rejects.csv (source, reason) and report.json
+(counts; a DVC metrics file). Outputs appear atomically, manifest.csv last.
+
+Pseudonyms use the key in $MEDVIT_DEID_KEY or the git-ignored file
+.medvit-deid-key; without either a public demo key is used, with a warning.
+
+Examples::
+
+    medvit ingest --domain medical
+    medvit ingest --domain satellite --raw data/raw/satellite --out data/cache/satellite
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from medvit.config import Params
-from medvit.errors import UserError
+from medvit.paths import default_labels, default_path
 
 HELP = "Decode, de-identify, split and cache raw DICOM / GeoTIFF files."
 
+log = logging.getLogger(__name__)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", default=None, help="raw input folder (default: per --domain)")
-    parser.add_argument("--labels", default=None, help="labels CSV (medical/tile CSV) or label-raster folder (satellite) (default: data/raw/<domain>/labels.csv or labels/)")
-    parser.add_argument("--out", default=None, help="cache output folder (default: per --domain)")
+    parser.add_argument("--raw", default=None, help="raw input folder (default: data/raw/<domain>)")
+    parser.add_argument("--labels", default=None,
+                        help="labels: medical CSV (default <raw>/labels.csv); satellite label-raster folder "
+                             "(default <raw>/labels) or tiles.csv when ingest.satellite.label_source is csv")
+    parser.add_argument("--out", default=None, help="cache output folder (default: data/cache/<domain>)")
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    raise UserError("the ingest stage is not implemented yet")
+    from medvit.data.ingest import ingest
+
+    raw = Path(args.raw) if args.raw else default_path("raw", args.domain)
+    labels = Path(args.labels) if args.labels else default_labels(
+        args.domain, params.ingest.satellite.label_source, raw)
+    out = Path(args.out) if args.out else default_path("cache", args.domain)
+    report = ingest(args.domain, raw, labels, out, params.ingest)
+    print(f"ingest {args.domain}: {report['n_input']} file(s): {report['n_ingested']} ingested "
+          f"({report['n_samples']} samples: {report['splits']}), {report['n_rejected']} rejected "
+          f"{report['rejects_by_reason'] or ''} -> {out}")
+    return 0

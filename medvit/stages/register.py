@@ -1,16 +1,32 @@
 """Apply the quality gate and register the model in the MLflow Model Registry.
 
-Stub: implemented by the register issue.
+Reads models/<d>/{model.safetensors, meta.json} and reports/<d>/{metrics.json,
+thresholds.json}. When the gate passes, logs the servable pyfunc (and the ONNX
+export) in a ``register`` MLflow run and creates a version of ``medvit-<domain>``
+with the ``candidate`` alias, ``review_status=pending`` and the model card as its
+description; an unchanged model (same weights and thresholds) registers nothing
+new. When the gate refuses, nothing is registered: the reason is printed, tagged
+on the run and written to reports/<d>/registry/registration.json; the exit code
+is 1 only with ``register.fail_on_gate: true``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from medvit.config import Params
 from medvit.errors import UserError
+from medvit.paths import default_path
 
 HELP = "Apply the quality gate and register the model in the MLflow Model Registry."
+ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| logit difference accepted for the export
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,5 +35,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for the registration record (default: per --domain)")
 
 
+def _export_onnx(model_dir: Path, opset: int, tmp: Path) -> tuple[Path, int, float]:
+    """ONNX file, its opset and its max abs logit difference to PyTorch on a synthetic batch."""
+    import torch
+
+    from medvit.models.classifier import load_classifier
+    from medvit.models.export import export_onnx, onnx_max_abs_diff, onnx_opset
+
+    model, meta = load_classifier(model_dir)
+    path = export_onnx(model, meta, tmp / "model.onnx", opset)
+    size = int(meta["img_size"])
+    images = torch.randn(3, int(meta["in_chans"]), size, size, generator=torch.Generator().manual_seed(0))
+    diff = onnx_max_abs_diff(model, path, images)
+    if not diff <= ONNX_TOLERANCE:
+        raise UserError(f"the ONNX export differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
+                        "set register.onnx: false in params.yaml to register without it")
+    return path, onnx_opset(path), diff
+
+
+def _new_version(cfg: Any, model_dir: Path, ev: Any, gate: Any, card_args: dict[str, Any], run_id: str | None,
+                 client: Any, thresholds_sha: str, tmp: Path) -> Any:
+    """Export ONNX (when enabled), log the servable pyfunc in the active run and register it as a new version."""
+    from medvit.tracking import card, registry
+
+    onnx_path, onnx_opset, diff = None, None, None
+    if cfg.onnx:
+        onnx_path, onnx_opset, diff = _export_onnx(model_dir, cfg.onnx_opset, tmp)
+    meta = card_args["meta"]
+    info = registry.log_servable_model(model_dir, meta["label_names"], ev.thresholds, ev.threshold_method, onnx_path)
+    card_md = card.render_card(**card_args, onnx_opset=onnx_opset)
+    tags = registry.version_tags(meta, ev, gate, card_args["weights_sha256"], thresholds_sha,
+                                 card_args["git_commit"], run_id, onnx_opset, diff)
+    return registry.register_version(client, card_args["registered_model"], info, run_id, tags, card_md)
+
+
 def run(args: argparse.Namespace, params: Params) -> int:
-    raise UserError("the register stage is not implemented yet")
+    from medvit.data.cache import write_json_atomic
+    from medvit.tracking import card, registry
+    from medvit.tracking.runs import git_commit, stage_run, tracking_uri
+
+    cfg, domain = params.register, args.domain
+    model_dir = Path(args.finetune or default_path("finetune", domain))
+    report_dir = Path(args.report or default_path("report", domain))
+    out = Path(args.out or default_path("registry", domain))
+    meta = registry.read_meta(model_dir)
+    ev = registry.read_evaluation(report_dir, meta["label_names"])
+    gate = registry.apply_gate(ev.finetune, ev.baselines, cfg.min_auroc, cfg.min_margin)
+    name = registry.registered_model_name(domain)
+    weights_sha = registry.sha256_file(model_dir / "model.safetensors")
+    thresholds_sha = registry.thresholds_sha256(meta["label_names"], ev.thresholds)
+    card_args = dict(registered_model=name, domain=domain, meta=meta, finetune_metrics=ev.finetune,
+                     baseline_metrics=ev.baselines, thresholds=ev.thresholds, threshold_method=ev.threshold_method,
+                     gate=gate.to_dict(), weights_sha256=weights_sha, git_commit=git_commit())
+    record: dict[str, Any] = {"registered_model": name, "status": "refused", "version": None, "aliases": [],
+                              "gate": gate.to_dict(), "weights": meta["weights"], "weights_sha256": weights_sha,
+                              "thresholds_sha256": thresholds_sha, "git_commit": card_args["git_commit"],
+                              "tracking_uri": registry.safe_uri(tracking_uri())}
+    card_md = None
+    lineage = {k: meta.get(k, "unknown") for k in ("pipeline_id", "data_hash", "params_hash", "weights")}
+    with stage_run("register", domain, lineage) as run, tempfile.TemporaryDirectory() as tmp:
+        record["run_id"] = run.run_id
+        run.log_params({"register": cfg.model_dump(mode="json")})
+        run.log_metrics({k: v for k, v in ev.finetune.items()
+                         if k.startswith("test/") and isinstance(v, (int, float)) and math.isfinite(v)})
+        run.set_tags({"gate": "passed" if gate.passed else "refused", "gate_reason": gate.summary()[:5000],
+                      "weights_sha256": weights_sha, "registered_model": name})
+        if gate.passed:
+            if not run.active:
+                raise UserError(f"cannot register: MLflow is unreachable ({run.error}). Check MLFLOW_TRACKING_URI.")
+            client = registry.client()
+            version = registry.find_version(client, name, weights_sha, thresholds_sha)
+            record["status"] = "unchanged" if version else "registered"
+            if version is None:
+                version = _new_version(cfg, model_dir, ev, gate, card_args, run.run_id, client, thresholds_sha,
+                                       Path(tmp))
+            card_md = version.description
+            record.update(version=str(version.version), aliases=list(version.aliases),
+                          review_status=version.tags.get("review_status"), model_uri=f"models:/{name}/{version.version}")
+            run.set_tags({"registered_version": version.version, "registration": record["status"]})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model_card.md").write_text(card_md or card.render_card(**card_args, onnx_opset=None))
+        write_json_atomic(out / "registration.json", record)
+        run.log_artifacts(out, "registry")
+    if not gate.passed:
+        print(f"medvit register: quality gate REFUSED {name}, nothing registered: {gate.summary()}", file=sys.stderr)
+        return 1 if cfg.fail_on_gate else 0
+    verb = "registered" if record["status"] == "registered" else "unchanged, already registered as"
+    log.info("%s %s version %s (aliases: %s)", verb, name, record["version"], ", ".join(record["aliases"]) or "none")
+    return 0

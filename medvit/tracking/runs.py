@@ -13,21 +13,29 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = ".mlflow"
-# Bound every HTTP call so a tracking server that is down cannot hang a stage.
+# Bound every HTTP call so a tracking server that is down cannot hang a stage. mlflow 3.17 reads
+# these at each request (mlflow/utils/rest_utils.py: http_request): a call then takes at most about
+# TIMEOUT x (1 + MAX_RETRIES) plus backoff (urllib3 sleeps 0 before the first retry) + JITTER seconds.
+# setdefault: a user's own values win.
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
 }
+# TCP connect probe of an http(s) tracking server before any MLflow call (seconds).
+PROBE_TIMEOUT_S = 5.0
 
 
 def repo_root() -> Path:
@@ -153,6 +161,35 @@ class StageRun:
             self._call("log_artifacts", self._mlflow.log_artifacts, str(path), artifact_path)
 
 
+def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if an http(s) tracking server accepts a TCP connection (or the store is not http), else why not."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"tracking server {parsed.hostname}:{port} unreachable ({type(err).__name__}: {err})"
+
+
+def _finish(mlflow_mod: Any, run: StageRun, status: str) -> None:
+    """End the run even after a logging failure, so the system-metrics thread stops and no run stays active."""
+    try:
+        mlflow_mod.end_run(status=status)
+    except Exception as err:  # noqa: BLE001 - set_terminated failed (server down): stop the monitor ourselves
+        run.error = run.error or f"end_run failed: {type(err).__name__}: {err}"
+        try:
+            from mlflow.tracking.fluent import run_id_to_system_metrics_monitor
+
+            monitor = run_id_to_system_metrics_monitor.pop(run.run_id, None)
+            if monitor is not None:
+                monitor.finish()
+        except Exception:  # noqa: BLE001, S110 - best effort on a private API
+            pass
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -172,6 +209,9 @@ def stage_run(
     all_tags = {"git_commit": commit, "domain": domain, "stage": stage, **{k: str(v) for k, v in tags.items()}}
     name = run_name or f"{stage}-{domain}-{commit[:7]}"
     try:
+        unreachable = probe(tracking_uri())
+        if unreachable:
+            raise ConnectionError(unreachable)
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri())
@@ -190,4 +230,4 @@ def stage_run(
         yield run
         status = "FINISHED"
     finally:
-        run._call("end_run", mlflow.end_run, status=status)
+        _finish(mlflow, run, status)

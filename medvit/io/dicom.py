@@ -1,0 +1,373 @@
+"""Read a DICOM file into (C, H, W) float32 frames in [0, 1] plus its raw header.
+
+The grey-scale intensity chain follows DICOM PS3.3 (each step cited below):
+
+1. Modality LUT (PS3.3 C.11.1): RescaleSlope/RescaleIntercept (top level, or the
+   Pixel Value Transformation functional group of enhanced multi-frame objects),
+   or a Modality LUT Sequence (through ``pydicom.pixels.apply_modality_lut``).
+2. VOI (PS3.3 C.11.2), chosen by ``ingest.medical.voi``:
+   ``header``: the VOI LUT Sequence (preferred, as pydicom does) or the first
+   Window Center/Width with its VOI LUT Function (LINEAR, LINEAR_EXACT,
+   SIGMOID; C.11.2.1.2 and C.11.2.1.3); a file without either falls back to the
+   frame's min-max; ``window``: the configured [center, width] (LINEAR);
+   ``percentile``: a linear ramp between robust percentiles of the frame.
+   Every variant maps straight onto [0, 1] (the window output range
+   ymin..ymax of C.11.2.1.2.1 rescaled to 0..1).
+3. MONOCHROME1 inversion (PS3.3 C.7.6.3.1.2: the minimum value is white), done
+   after VOI, as the standard requires: ``y = 1 - y``.
+4. float32 in [0, 1].
+
+Colour images (RGB, YBR_*, PALETTE COLOR) are converted to RGB by pydicom
+(``as_rgb``, ``apply_color_lut``; PS3.3 C.7.6.3.1.2), then to one luma channel
+with the ITU-R BT.601 weights that define YBR_FULL's Y, and scaled by the
+largest storable value: the medical cache is single-channel (timm adapts
+``in_chans``), and VOI does not apply to colour (PS3.3 C.11.2).
+
+Decoders are chosen per transfer syntax in ``medvit.io.decoders`` so that no GPL
+plugin is used. Failures raise ``DicomReject`` with a specific, PHI-free reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import UID
+
+from medvit.io.decoders import NATIVE_SYNTAXES, decode_frame
+
+# Header attributes handed to medvit.deid (which decides what may be written).
+HEADER_KEYWORDS: tuple[str, ...] = (
+    "Modality", "SOPClassUID", "PhotometricInterpretation", "Rows", "Columns", "BitsStored",
+    "NumberOfFrames", "PixelSpacing", "ImagerPixelSpacing", "ViewPosition", "BodyPartExamined",
+    "StudyInstanceUID", "PatientID", "PatientName", "OtherPatientIDs", "OtherPatientNames",
+    "AccessionNumber", "StudyID", "PatientBirthDate", "MedicalRecordLocator", "AdmissionID",
+    "BurnedInAnnotation",
+)
+_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_422", "YBR_PARTIAL_420"}
+_MONO = {"MONOCHROME1", "MONOCHROME2"}
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# pydicom logs every failed decoder attempt with a traceback; here a failure is a
+# reject reason in rejects.csv, so keep the stage output readable.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+class DicomReject(Exception):
+    """A file that is not a usable image; ``reason`` is a fixed category, ``detail`` PHI-free."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DicomOptions:
+    """The params that shape decoding (``ingest.medical``)."""
+
+    voi: str = "header"
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    multiframe: str = "first"
+    allow_burned_in: bool = False
+
+
+@dataclass
+class DicomFile:
+    """A parsed file: raw header values (may hold PHI; pass through medvit.deid) and frame access."""
+
+    header: dict[str, Any]
+    n_frames: int
+    transfer_syntax: str
+    plugin: str
+    ds: Dataset = field(repr=False)
+
+
+def read_header(path: str | Path, *, stop_before_pixels: bool = False) -> DicomFile:
+    """Parse a file and check it holds a decodable image.
+
+    Raises:
+        DicomReject: empty file, not DICOM, truncated or corrupt, no pixel data,
+            unsupported transfer syntax, burned-in annotation is checked by ``read_frames``.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DicomReject("empty file")
+    ds = _parse(path, stop_before_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _check_header(ds, stop_before_pixels)
+
+
+def _check_header(ds: Dataset, stop_before_pixels: bool) -> DicomFile:
+    header = {k: _value(ds, k) for k in HEADER_KEYWORDS}
+    tsyntax = _transfer_syntax(ds)
+    if not stop_before_pixels and not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise DicomReject("no pixel data", _sop_name(ds))
+    if "PixelData" in ds and tsyntax not in NATIVE_SYNTAXES:
+        from medvit.io.decoders import plugin_order
+
+        if not plugin_order(tsyntax):
+            raise DicomReject("unsupported transfer syntax", _uid_name(tsyntax))
+    try:
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise DicomReject("truncated or corrupt", "invalid NumberOfFrames") from None
+    return DicomFile(header=header, n_frames=max(n_frames, 1), transfer_syntax=tsyntax, plugin="", ds=ds)
+
+
+def read_frames(path: str | Path, options: DicomOptions) -> tuple[DicomFile, Iterator[tuple[int, np.ndarray]]]:
+    """Parse ``path`` and return its header plus an iterator of (frame index, (1, H, W) float32 in [0, 1]).
+
+    Frames are decoded lazily one at a time, so a long multi-frame series never sits in memory whole.
+
+    Raises:
+        DicomReject: with a specific reason (also raised lazily by the iterator for decode errors).
+    """
+    info = read_header(path)
+    ds = info.ds
+    if str(info.header.get("BurnedInAnnotation") or "").strip().upper() == "YES" and not options.allow_burned_in:
+        raise DicomReject("burned-in annotation", "BurnedInAnnotation=YES; set ingest.medical.allow_burned_in to keep")
+    for keyword in ("Rows", "Columns", "PhotometricInterpretation"):
+        if not ds.get(keyword):
+            raise DicomReject("incomplete image header", f"missing {keyword}")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in _MONO | _COLOUR | {"PALETTE COLOR"}:
+        raise DicomReject("unsupported photometric interpretation", photometric)
+    indices = range(info.n_frames) if options.multiframe == "all" else range(1)
+    return info, _iter_frames(info, indices, photometric, options)
+
+
+def _iter_frames(info: DicomFile, indices: range, photometric: str,
+                 options: DicomOptions) -> Iterator[tuple[int, np.ndarray]]:
+    for index in indices:
+        raw, plugin = _decode(info, index)
+        info.plugin = plugin
+        yield index, to_unit_range(raw, info.ds, photometric, options, index)
+
+
+def _decode(info: DicomFile, index: int) -> tuple[np.ndarray, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return decode_frame(info.ds, index, info.transfer_syntax)
+    except DicomReject:
+        raise
+    except (ValueError, EOFError, OSError, IndexError, KeyError, TypeError, AttributeError) as err:
+        # pydicom raises ValueError for pixel data shorter than Rows x Columns x frames.
+        text = str(err).lower()
+        if "length" in text or "truncat" in text or "end of" in text or "expected" in text:
+            raise DicomReject("truncated or corrupt", f"pixel data ({type(err).__name__})") from None
+        raise DicomReject("decode failed", f"{_uid_name(info.transfer_syntax)} ({type(err).__name__})") from None
+    except (RuntimeError, NotImplementedError) as err:
+        name = _uid_name(info.transfer_syntax)
+        if "does not support" in str(err) or isinstance(err, NotImplementedError):
+            # e.g. 12-bit JPEG Extended: only GPL libjpeg decodes it, and it is not a dependency.
+            bits = info.ds.get("BitsStored", "?")
+            raise DicomReject("unsupported transfer syntax",
+                              f"{name} with {bits}-bit samples: no licence-compatible decoder") from None
+        raise DicomReject("decode failed", f"{name} ({type(err).__name__})") from None
+
+
+def to_unit_range(arr: np.ndarray, ds: Dataset, photometric: str, options: DicomOptions,
+                  index: int = 0) -> np.ndarray:
+    """Apply the documented chain to one decoded frame; returns (1, H, W) float32 in [0, 1]."""
+    if photometric in _MONO:
+        if arr.ndim == 3:  # a monochrome file whose frame came back with a samples axis
+            arr = arr[..., 0]
+        values = _modality(arr, ds, index)                    # step 1 (PS3.3 C.11.1)
+        unit = _voi(values, ds, options, index)          # step 2 (PS3.3 C.11.2)
+        if photometric == "MONOCHROME1":
+            unit = 1.0 - unit                                 # step 3 (PS3.3 C.7.6.3.1.2)
+    else:
+        unit = _luma(arr, ds, photometric)
+    if not np.isfinite(unit).all():
+        raise DicomReject("non-finite pixel values")
+    return np.clip(unit, 0.0, 1.0, out=unit).astype(np.float32, copy=False)[None]  # step 4: (1, H, W)
+
+
+def _modality(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    """Stored values -> modality values (HU for CT), float32."""
+    if ds.get("ModalityLUTSequence"):
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    slope, intercept = _rescale(ds, index)
+    out = arr.astype(np.float32)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if intercept != 0.0:
+        out += np.float32(intercept)
+    return out
+
+
+def _rescale(ds: Dataset, index: int) -> tuple[float, float]:
+    """Rescale slope/intercept: top level, else enhanced multi-frame functional groups (PS3.3 C.7.6.16.2.9)."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    item = _functional_group(ds, index, "PixelValueTransformationSequence")
+    if item is not None:
+        return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
+    return 1.0, 0.0
+
+
+def _functional_group(ds: Dataset, index: int, keyword: str) -> Dataset | None:
+    for seq_kw, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(seq_kw)
+        if seq and len(seq) > i and seq[i].get(keyword):
+            return seq[i].get(keyword)[0]
+    return None
+
+
+def _window_of(ds: Dataset, index: int) -> tuple[float, float, str] | None:
+    """First header window (center, width, function), top level or Frame VOI LUT functional group."""
+    src: Dataset | None = ds if ("WindowCenter" in ds and "WindowWidth" in ds) else None
+    if src is None:
+        src = _functional_group(ds, index, "FrameVOILUTSequence")
+        if src is None or "WindowCenter" not in src or "WindowWidth" not in src:
+            return None
+    center, width = src.WindowCenter, src.WindowWidth
+    center = center[0] if isinstance(center, (list, pydicom.multival.MultiValue)) else center
+    width = width[0] if isinstance(width, (list, pydicom.multival.MultiValue)) else width
+    func = str(src.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    return float(center), float(width), func
+
+
+def window_unit(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3 windowing with output range [0, 1]."""
+    x = values.astype(np.float32, copy=False)
+    if function == "SIGMOID":  # C.11.2.1.3.1
+        if width <= 0:
+            raise DicomReject("invalid VOI", "Window Width must be > 0")
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+    if function == "LINEAR_EXACT":  # C.11.2.1.3.2
+        if width <= 0:
+            raise DicomReject("invalid VOI", "Window Width must be > 0")
+        c, w = center, width
+    elif function == "LINEAR":  # C.11.2.1.2.1
+        if width < 1:
+            raise DicomReject("invalid VOI", "Window Width must be >= 1")
+        c, w = center - 0.5, width - 1.0
+    else:
+        raise DicomReject("invalid VOI", "unknown VOI LUT Function")
+    if w == 0:  # LINEAR with width 1 is a threshold at c
+        return (x > c).astype(np.float32)
+    out = (x - np.float32(c)) / np.float32(w) + np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _minmax(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros_like(values, dtype=np.float32)
+    out = (values - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _voi(values: np.ndarray, ds: Dataset, options: DicomOptions, index: int) -> np.ndarray:
+    """Modality values -> [0, 1] by the configured VOI (PS3.3 C.11.2)."""
+    if options.voi == "window" and options.window is not None:
+        return window_unit(values, float(options.window[0]), float(options.window[1]), "LINEAR")
+    if options.voi == "percentile":
+        lo, hi = np.percentile(values, options.percentiles)
+        return _minmax(values, float(lo), float(hi))
+    if ds.get("VOILUTSequence"):
+        # LUT output range is 0..2^n-1 with n = LUTDescriptor[2] (PS3.3 C.11.2.1.1).
+        mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True)
+        depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return (np.asarray(mapped, dtype=np.float32) / np.float32(2**depth - 1))
+    window = _window_of(ds, index)
+    if window is not None:
+        return window_unit(values, *window)
+    return _minmax(values, float(values.min()), float(values.max()))
+
+
+def _luma(arr: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
+    """Colour frame (H, W, 3) or palette indices (H, W) -> (H, W) luma in [0, 1]."""
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        peak = float(2**depth - 1)
+    else:
+        rgb = arr
+        peak = float(2 ** int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8) - 1)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise DicomReject("truncated or corrupt", "colour frame without 3 samples")
+    rgb = rgb.astype(np.float32)
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]  # ITU-R BT.601
+    return (luma / np.float32(peak)).astype(np.float32)
+
+
+def _parse(path: Path, stop_before_pixels: bool) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            except InvalidDicomError:
+                # No preamble: accept a raw data set only when it parses and looks like DICOM.
+                ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+                if not _looks_like_dicom(ds):
+                    raise DicomReject("not DICOM") from None
+                return ds
+    except DicomReject:
+        raise
+    except InvalidDicomError:
+        raise DicomReject("not DICOM") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
+            NotImplementedError, UnicodeDecodeError, LookupError) as err:
+        raise DicomReject("truncated or corrupt", type(err).__name__) from None
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    try:
+        tags = [int(t) for t in ds.keys()]
+        if not tags:
+            return False
+        known = sum(1 for t in tags if pydicom.datadict.dictionary_has_tag(t))
+        return known == len(tags) and any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "Rows"))
+    except Exception:  # noqa: BLE001 - a forced parse of a non-DICOM file can fail anywhere
+        return False
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed element must not stop header reading
+        return None
+    if value is None:
+        return None
+    if isinstance(value, (list, pydicom.multival.MultiValue)):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid:
+        return str(uid)
+    # No meta: pydicom knows the encoding it parsed with.
+    little, implicit = getattr(ds, "is_little_endian", True), getattr(ds, "is_implicit_VR", True)
+    if not little:
+        return "1.2.840.10008.1.2.2"
+    return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+
+
+def _uid_name(uid: str) -> str:
+    name = UID(uid).name
+    return name if name and name != uid else f"unknown UID {uid}"
+
+
+def _sop_name(ds: Dataset) -> str:
+    sop = ds.get("SOPClassUID")
+    if sop is None and getattr(ds, "file_meta", None) is not None:
+        sop = ds.file_meta.get("MediaStorageSOPClassUID")
+    return f"SOP class {UID(str(sop)).name}" if sop else "no SOP class"

@@ -1,0 +1,172 @@
+"""Windowed GeoTIFF reads: band selection, nodata/NaN masks, scaling, label rasters, chip geometry.
+
+Scenes are read in full-width row strips (``read_strip``), so memory is bounded
+by strip height x width x bands whatever the scene size, and every block of
+the selected bands is read once: a corrupt block makes GDAL raise, which
+becomes ``RasterReject("unreadable block")`` instead of silently becoming zeros.
+
+Values: nodata (the dataset mask: nodata value, internal mask or alpha) and
+non-finite samples are masked on the native dtype **before** the cast to
+float32 and the reflectance scaling (``scale``: 1/255 for 8-bit, 1/10000 for
+16-bit Sentinel-2/Landsat style digital numbers, 1 for floats, unless params
+set it); masked samples are returned as 0 with ``valid`` False so the caller
+can fill them after the train statistics are known.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+
+class RasterReject(Exception):
+    """A scene that cannot be used; ``reason`` is a fixed category, ``detail`` explains."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What ingest needs to plan windowed reads of one scene."""
+
+    height: int
+    width: int
+    count: int
+    dtype: str
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    scale: float
+
+
+def default_scale(dtype: str) -> float:
+    """Digital number -> ~[0, 1] reflectance factor for a dtype."""
+    kind = np.dtype(dtype)
+    if kind == np.uint8:
+        return 1.0 / 255.0
+    if kind in (np.uint16, np.int16, np.uint32, np.int32):
+        return 1.0 / 10000.0  # Sentinel-2 L2A / Landsat C2 style quantification value
+    return 1.0
+
+
+def probe(path: str | Path, bands: tuple[int, ...], scale: float | None = None) -> SceneInfo:
+    """Open a scene's header and check the selected bands exist.
+
+    Raises:
+        RasterReject: empty file, not a raster, band count mismatch, mixed band dtypes.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise RasterReject("empty file")
+    try:
+        with _quiet(), rasterio.open(path) as ds:
+            if max(bands) > ds.count or min(bands) < 1:
+                raise RasterReject("band count mismatch", f"file has {ds.count} band(s); ingest.satellite.bands "
+                                   f"needs band(s) {list(bands)}")
+            dtypes = {ds.dtypes[b - 1] for b in bands}
+            if len(dtypes) != 1:
+                raise RasterReject("mixed band dtypes", ", ".join(sorted(dtypes)))
+            dtype = dtypes.pop()
+            return SceneInfo(height=ds.height, width=ds.width, count=ds.count, dtype=dtype,
+                             crs=ds.crs.to_string() if ds.crs else "", transform=tuple(ds.transform)[:6],
+                             scale=float(scale) if scale is not None else default_scale(dtype))
+    except RasterReject:
+        raise
+    except (RasterioIOError, RasterioError) as err:
+        raise RasterReject("not a raster", type(err).__name__) from None
+
+
+def read_strip(path: str | Path, bands: tuple[int, ...], row0: int, row1: int,
+               scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Read rows [row0, row1) of the selected bands at full width.
+
+    Returns:
+        (C, h, W) float32 scaled values with masked samples set to 0, and the (C, h, W) bool valid mask.
+
+    Raises:
+        RasterReject: a block in the strip cannot be read or decoded.
+    """
+    try:
+        with _quiet(), rasterio.open(path) as ds:
+            window = Window(0, row0, ds.width, row1 - row0)
+            data = ds.read(list(bands), window=window, masked=True)  # (C, h, W) native dtype
+    except (RasterioIOError, RasterioError) as err:
+        raise RasterReject("unreadable block", f"rows {row0}-{row1} ({type(err).__name__})") from None
+    raw = np.ma.getdata(data)
+    valid = ~np.ma.getmaskarray(data)
+    if raw.dtype.kind == "f":
+        valid &= np.isfinite(raw)  # NaN / inf masked on the native dtype, before any cast
+    values = raw.astype(np.float32)
+    if scale != 1.0:
+        values *= np.float32(scale)
+    valid &= np.isfinite(values)  # float64 values beyond float32 range
+    values[~valid] = 0.0
+    return values, valid
+
+
+def read_label_strip(path: str | Path, row0: int, row1: int) -> np.ndarray:
+    """Rows [row0, row1) of band 1 of a label raster, (h, W) uint8 (255 = nodata).
+
+    Raises:
+        RasterReject: unreadable block, or not an 8-bit raster.
+    """
+    try:
+        with _quiet(), rasterio.open(path) as ds:
+            if ds.dtypes[0] != "uint8":
+                raise RasterReject("invalid label raster", f"dtype {ds.dtypes[0]}, expected uint8 class indexes")
+            return ds.read(1, window=Window(0, row0, ds.width, row1 - row0))
+    except RasterReject:
+        raise
+    except (RasterioIOError, RasterioError) as err:
+        raise RasterReject("unreadable label block", f"rows {row0}-{row1} ({type(err).__name__})") from None
+
+
+def check_label_grid(scene: SceneInfo, label_path: str | Path) -> None:
+    """A label raster must share the scene's grid (size, transform, CRS).
+
+    Raises:
+        RasterReject: missing/unreadable label raster or a different grid.
+    """
+    try:
+        with _quiet(), rasterio.open(label_path) as ds:
+            same = (ds.height, ds.width) == (scene.height, scene.width)
+            same = same and np.allclose(tuple(ds.transform)[:6], scene.transform, rtol=0, atol=1e-9 + 1e-6 *
+                                        max(abs(v) for v in scene.transform))
+            same = same and (ds.crs.to_string() if ds.crs else "") == scene.crs
+    except (RasterioIOError, RasterioError) as err:
+        raise RasterReject("invalid label raster", type(err).__name__) from None
+    if not same:
+        raise RasterReject("label grid mismatch", "label raster size, transform or CRS differs from the scene")
+
+
+def chip_geometry(scene: SceneInfo, y: int, x: int, size: int) -> dict[str, str]:
+    """CRS, affine transform and (left, bottom, right, top) bounds of a chip (rotation-aware)."""
+    a, b, c, d, e, f = scene.transform
+    transform = (a, b, a * x + b * y + c, d, e, d * x + e * y + f)
+    xs, ys = [], []
+    for col, row in ((x, y), (x + size, y), (x, y + size), (x + size, y + size)):
+        xs.append(a * col + b * row + c)
+        ys.append(d * col + e * row + f)
+    bounds = (min(xs), min(ys), max(xs), max(ys))
+    return {"crs": scene.crs, "transform": _fmt(transform), "bounds": _fmt(bounds)}
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return " ".join(repr(float(v)) if math.isfinite(v) else "nan" for v in values)
+
+
+class _quiet(warnings.catch_warnings):
+    """Silence rasterio's NotGeoreferencedWarning (e.g. rotated.tif has no CRS; that is recorded, not an error)."""
+
+    def __enter__(self) -> None:
+        super().__enter__()
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)

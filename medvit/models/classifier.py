@@ -1,0 +1,139 @@
+"""The fine-tuned classifier: partially frozen timm ViT + multi-label head, saved as safetensors + meta.json.
+
+``models/<domain>/meta.json`` (written by finetune, read by evaluate/register)::
+
+    {"model": timm name, "img_size": int, "in_chans": int, "label_names": [...],
+     "head": {"hidden_dim", "dropout"}, "mean": [C], "std": [C], "weights": provenance,
+     "pipeline_id", "run_id", "data_hash", "params_hash", "freeze_blocks",
+     "model_kwargs": {...}}   # optional extra timm kwargs (tiny test models)
+
+The classifier takes (B, C, H, W) images already resized to ``img_size`` and
+normalised with ``mean``/``std`` (see ``medvit.data.transforms.eval_transform``)
+and returns (B, L) logits; scores are their sigmoid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medvit.models.backbone import embed, freeze
+from medvit.models.head import MultiLabelHead
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+
+
+class Classifier(nn.Module):
+    """Backbone blocks split into a frozen prefix (no autograd graph) and a trained suffix, plus the head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, freeze_blocks: int = 0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.freeze_blocks = freeze_blocks
+        self.frozen_names = freeze(backbone, freeze_blocks)
+
+    @property
+    def frozen(self) -> bool:
+        return self.freeze_blocks > 0
+
+    def train(self, mode: bool = True) -> "Classifier":
+        """Set train mode, but keep the frozen prefix in eval mode (fixed features, no dropout there)."""
+        super().train(mode)
+        if self.frozen:
+            for m in self.frozen_modules():
+                m.eval()
+        return self
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules run in the frozen prefix."""
+        bb = self.backbone
+        return [bb.patch_embed, bb.pos_drop, bb.patch_drop, bb.norm_pre, *bb.blocks[: self.freeze_blocks]]
+
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, T, D) tokens after the frozen prefix (embeddings only when nothing is frozen).
+
+        The frozen part runs under ``torch.no_grad``, so no autograd graph is built for it.
+        """
+        if not self.frozen:
+            return embed(self.backbone, x)
+        with torch.no_grad():
+            tokens = embed(self.backbone, x)
+            for blk in self.backbone.blocks[: self.freeze_blocks]:
+                tokens = blk(tokens)
+        return tokens
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) prefix tokens -> (B, L) logits through the trained blocks, final norm and head."""
+        for blk in self.backbone.blocks[self.freeze_blocks :]:
+            tokens = blk(tokens)
+        tokens = self.backbone.norm(tokens)
+        feats = self.backbone.forward_head(tokens, pre_logits=True)  # (B, D)
+        return self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised images -> (B, L) logits.
+
+        A 3-D input is taken as precomputed prefix tokens (B, T, D) (frozen-feature caching).
+        """
+        return self.forward_tokens(x if x.ndim == 3 else self.forward_prefix(x))
+
+
+def build_classifier(meta: Mapping[str, Any]) -> Classifier:
+    """Build the classifier described by ``meta`` (no weights loaded).
+
+    Args:
+        meta: the meta.json mapping (model, img_size, in_chans, label_names, head, freeze_blocks, ...).
+    """
+    kwargs: dict[str, Any] = dict(meta.get("model_kwargs") or {})
+    backbone = timm.create_model(
+        meta["model"], pretrained=False, num_classes=0, in_chans=int(meta["in_chans"]),
+        img_size=int(meta["img_size"]), **kwargs,
+    )
+    head_cfg = meta.get("head") or {}
+    head = MultiLabelHead(
+        backbone.num_features, len(meta["label_names"]),
+        hidden_dim=int(head_cfg.get("hidden_dim", 256)), dropout=float(head_cfg.get("dropout", 0.0)),
+    )
+    return Classifier(backbone, head, int(meta.get("freeze_blocks", 0)))
+
+
+def save_classifier(model: nn.Module, meta: Mapping[str, Any], model_dir: str | Path) -> None:
+    """Write ``model.safetensors`` and ``meta.json`` atomically (temporary file, then rename)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=model_dir, suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp, metadata={"format": "pt"})
+    os.replace(tmp, model_dir / WEIGHTS_FILE)
+    fd, tmp = tempfile.mkstemp(dir=model_dir, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(meta), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, model_dir / META_FILE)
+
+
+def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Load ``meta.json`` + ``model.safetensors`` from ``model_dir``; the model is returned in eval mode.
+
+    Raises:
+        FileNotFoundError: naming the missing file and the stage that writes it.
+    """
+    model_dir = Path(model_dir)
+    for name in (META_FILE, WEIGHTS_FILE):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir / name}: missing; run the finetune stage (`dvc repro finetune`)")
+    meta = json.loads((model_dir / META_FILE).read_text())
+    model = build_classifier(meta)
+    model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)), strict=True)
+    return model.to(device).eval(), meta

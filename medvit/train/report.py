@@ -1,0 +1,57 @@
+"""Training outputs besides the weights: history.csv and the learning-curve figure."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train/loss", "val/loss", "val/auroc_macro", "val/ap_macro", "lr")
+
+
+def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> None:
+    """One row per epoch (``HISTORY_COLUMNS``; missing values left empty), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HISTORY_COLUMNS)
+        for row in history:
+            w.writerow([_fmt(row.get(c)) for c in HISTORY_COLUMNS])
+    os.replace(tmp, path)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    return str(int(v)) if float(v).is_integer() and abs(v) > 1 else f"{v:.6g}"
+
+
+def plot_learning_curves(path: str | Path, history: Sequence[dict[str, float]], title: str = "") -> Path:
+    """Loss (train/val) and val AUROC/AP per epoch, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key in ("train/loss", "val/loss"):
+        ax1.plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=key)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    for key in ("val/auroc_macro", "val/ap_macro"):
+        ax2.plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

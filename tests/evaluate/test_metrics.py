@@ -1,0 +1,113 @@
+"""Weighted ranking and threshold metrics against scikit-learn and hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
+
+from medvit.evaluate.metrics import (
+    per_label,
+    ranking_metrics,
+    sensitivity_at_specificity,
+    summary,
+    threshold_metrics,
+)
+
+
+def _sens_at_spec_sklearn(y: np.ndarray, s: np.ndarray, w: np.ndarray, spec: float) -> float:
+    fpr, tpr, _ = roc_curve(y, s, sample_weight=w, drop_intermediate=False)
+    return float(tpr[fpr <= 1 - spec + 1e-12].max())
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_ranking_metrics_match_sklearn_sample_weight(ties: bool) -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(400) < 0.3).astype(float)
+    s = rng.random(400) + 0.4 * y
+    if ties:
+        s = np.round(s, 1)  # many tied scores across classes
+    w = rng.integers(0, 4, size=(6, 400)).astype(float)
+    r = ranking_metrics(y, s, w, fixed_specificity=0.8)
+    for b in range(6):
+        assert r["auroc"][b] == pytest.approx(roc_auc_score(y, s, sample_weight=w[b]), abs=1e-12)
+        assert r["ap"][b] == pytest.approx(average_precision_score(y, s, sample_weight=w[b]), abs=1e-12)
+        assert r["sens_at_spec"][b] == pytest.approx(_sens_at_spec_sklearn(y, s, w[b], 0.8), abs=1e-12)
+
+
+def test_integer_weights_equal_duplicated_rows() -> None:
+    rng = np.random.default_rng(2)
+    y = (rng.random(50) < 0.5).astype(float)
+    s = rng.random(50)
+    w = rng.integers(0, 3, size=50)
+    r = ranking_metrics(y, s, w[None].astype(float))
+    yy, ss = np.repeat(y, w), np.repeat(s, w)
+    assert r["auroc"][0] == pytest.approx(roc_auc_score(yy, ss))
+    assert r["ap"][0] == pytest.approx(average_precision_score(yy, ss))
+
+
+def test_ranking_metrics_by_hand() -> None:
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    r = ranking_metrics(y, s, np.ones((1, 4)), fixed_specificity=0.5)
+    assert r["auroc"][0] == pytest.approx(3 / 4)  # 0.35 loses to 0.4; the other 3 pairs are won
+    assert r["ap"][0] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # precision 1 at recall .5, 2/3 at recall 1
+    assert r["sens_at_spec"][0] == pytest.approx(1.0)  # threshold 0.35: one false positive of two
+    strict = ranking_metrics(y, s, np.ones((1, 4)), fixed_specificity=0.9)
+    assert strict["sens_at_spec"][0] == pytest.approx(0.5)  # no false positive allowed: only 0.8
+    tied = ranking_metrics(np.array([0, 1]), np.array([0.5, 0.5]), np.ones((1, 2)))
+    assert tied["auroc"][0] == pytest.approx(0.5)
+
+
+def test_ranking_metrics_nan_when_a_resample_has_one_class() -> None:
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4])
+    w = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=float)
+    r = ranking_metrics(y, s, w)
+    assert r["auroc"][0] == 1.0 and np.isnan(r["auroc"][1]) and np.isnan(r["ap"][1])
+
+
+def test_threshold_metrics_by_hand_and_vs_sklearn() -> None:
+    y = np.array([[1], [1], [0], [0], [0]])
+    s = np.array([[0.9], [0.4], [0.6], [0.2], [0.1]])
+    r = threshold_metrics(y, s, np.array([0.5]))
+    # TP=1 (0.9), FN=1 (0.4), FP=1 (0.6), TN=2
+    assert r["sensitivity"][0, 0] == pytest.approx(0.5)
+    assert r["specificity"][0, 0] == pytest.approx(2 / 3)
+    assert r["ppv"][0, 0] == pytest.approx(0.5)
+    assert r["f1"][0, 0] == pytest.approx(0.5)
+    rng = np.random.default_rng(3)
+    y = (rng.random((200, 3)) < 0.4).astype(float)
+    s = rng.random((200, 3))
+    thr = np.array([0.3, 0.5, 0.7])
+    w = rng.integers(0, 3, size=(2, 200)).astype(float)
+    r = threshold_metrics(y, s, thr, w)
+    for b in range(2):
+        for j in range(3):
+            pred = s[:, j] >= thr[j]
+            assert r["f1"][b, j] == pytest.approx(f1_score(y[:, j], pred, sample_weight=w[b]))
+            assert r["sensitivity"][b, j] == pytest.approx(recall_score(y[:, j], pred, sample_weight=w[b]))
+            assert r["ppv"][b, j] == pytest.approx(precision_score(y[:, j], pred, sample_weight=w[b]))
+            assert r["specificity"][b, j] == pytest.approx(recall_score(1 - y[:, j], ~pred, sample_weight=w[b]))
+
+
+def test_sensitivity_at_specificity_per_label() -> None:
+    y = np.array([[0, 1], [0, 0], [1, 1], [1, 0]])
+    s = np.array([[0.1, 0.9], [0.4, 0.1], [0.35, 0.8], [0.8, 0.3]])
+    out = sensitivity_at_specificity(y, s, 0.5)
+    assert out == pytest.approx([1.0, 1.0])
+
+
+def test_single_class_label_is_reported_and_left_out_of_macro() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random((60, 3)) < 0.5).astype(float)
+    y[:, 1] = 0  # label 1 has no positives in this split
+    s = rng.random((60, 3))
+    pl = per_label(y, s)
+    assert np.isnan(pl["auroc"][1]) and np.isnan(pl["ap"][1])
+    out = summary(y, s, prefix="test/")
+    assert out["test/n_labels_skipped"] == 1
+    expected = np.mean([roc_auc_score(y[:, 0], s[:, 0]), roc_auc_score(y[:, 2], s[:, 2])])
+    assert out["test/auroc_macro"] == pytest.approx(expected)
+    assert out["test/auroc_micro"] == pytest.approx(roc_auc_score(y.ravel(), s.ravel()))
+    assert all(np.isfinite(v) for v in out.values())

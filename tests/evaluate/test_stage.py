@@ -1,0 +1,142 @@
+"""The evaluate stage end to end through the CLI: real cache, score tables, classifier and SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medvit.cli import main
+from medvit.data.manifest import label_column, read_manifest
+from medvit.data.scores import write_scores
+from medvit.models.classifier import build_classifier, save_classifier
+from medvit.tracking.runs import git_commit
+
+BASELINES = ("clip_zeroshot", "linear_probe")
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(c: str) -> None:
+        raise AssertionError(f"{path} contains {c}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture
+def workspace(tiny_cache: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Cache (label c has no positive in test; only 2 test images free of burned-in text),
+    fine-tuned model + scores, two baselines, params and an empty SQLite tracking store."""
+    cache = tiny_cache(n_groups=40, per_group=2, seed=3)
+    frame = pd.read_csv(cache / "manifest.csv")
+    test = frame["split"] == "test"
+    frame.loc[test, label_column("c")] = 0
+    frame["burned_in"] = test & (frame.groupby("split").cumcount() >= 2)
+    frame.to_csv(cache / "manifest.csv", index=False)
+    m = read_manifest(cache)
+    rng = np.random.default_rng(0)
+    models, baselines = tmp_path / "models", tmp_path / "baselines"
+    meta = {"model": "deit3_small_patch16_384", "img_size": 64, "in_chans": 1, "label_names": list(m.label_names),
+            "head": {"hidden_dim": 16, "dropout": 0.0}, "mean": [0.45], "std": [0.25], "weights": "random-init",
+            "pipeline_id": "pid123", "run_id": "ft-run", "data_hash": m.digest(), "params_hash": "x",
+            "freeze_blocks": 1, "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}}
+    save_classifier(build_classifier(meta), meta, models)
+    for split in ("val", "test"):
+        ids, y = m.split(split)["id"].tolist(), m.labels(split)
+        write_scores(models / "scores" / f"{split}.csv", ids, np.clip(0.6 * y + 0.5 * rng.random(y.shape), 0, 1),
+                     m.label_names)
+        for b in BASELINES:
+            write_scores(baselines / "scores" / b / f"{split}.csv", ids, rng.random(y.shape), m.label_names)
+    (baselines / "meta.json").write_text(json.dumps({
+        "baselines": {b: {"weights": "random-init"} for b in BASELINES}, "pipeline_id": "pid123", "run_id": "zs-run"}))
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  n_bootstrap: 200\n  n_attention_maps: 4\n  threshold_method: f1\n")
+    # a store that does not exist yet: a run that reached it would create it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return {"cache": cache, "models": models, "baselines": baselines, "out": tmp_path / "reports", "params": params}
+
+
+def _argv(ws: dict[str, Path]) -> list[str]:
+    return ["evaluate", "--domain", "medical", "--params", str(ws["params"]), "--cache", str(ws["cache"]),
+            "--finetune", str(ws["models"]), "--baselines", str(ws["baselines"]), "--out", str(ws["out"])]
+
+
+def test_evaluate_stage_end_to_end(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # artifacts under tmp_path (the server default would be ./mlruns in the working directory)
+    mlflow.create_experiment("medvit-medical", artifact_location=(tmp_path / "artifacts").as_uri())
+    assert main(_argv(workspace)) == 0
+    out = workspace["out"]
+    stdout = capsys.readouterr().out
+    assert "finetune" in stdout and "clip_zeroshot" in stdout and "AUROC macro" in stdout
+
+    # metrics: strict JSON, the single-class label left out and counted, baselines nested with paired diffs
+    metrics = _strict_json(out / "metrics.json")
+    m = read_manifest(workspace["cache"])
+    y = m.labels("test")
+    s = pd.read_csv(workspace["models"] / "scores" / "test.csv").iloc[:, 1:].to_numpy()
+    assert metrics["n_labels_skipped"] == 1
+    assert metrics["test/auroc_macro"] == pytest.approx(np.mean([roc_auc_score(y[:, j], s[:, j]) for j in (0, 1)]),
+                                                         abs=1e-6)
+    assert metrics["test/auroc_macro_ci_low"] <= metrics["test/auroc_macro"] <= metrics["test/auroc_macro_ci_high"]
+    assert "test/c/auroc" not in metrics and "test/a/auroc_ci_low" in metrics and "test/c/prevalence" in metrics
+    for b in BASELINES:
+        d = metrics[b]
+        assert d["test/auroc_macro_diff"] == pytest.approx(metrics["test/auroc_macro"] - d["test/auroc_macro"])
+        assert d["test/auroc_macro_diff_ci_low"] <= d["test/auroc_macro_diff_ci_high"]
+
+    thresholds = _strict_json(out / "thresholds.json")
+    assert thresholds["method"] == "f1" and set(thresholds["thresholds"]) == {"a", "b", "c"}
+    assert thresholds["labels_skipped_test"] == ["c"]
+
+    # plot data for dvc plots, and the figures
+    roc = pd.read_csv(out / "plots" / "roc.csv")
+    pr = pd.read_csv(out / "plots" / "pr.csv")
+    assert list(roc.columns) == ["model", "label", "fpr", "tpr"]
+    assert list(pr.columns) == ["model", "label", "recall", "precision"]
+    assert set(roc["model"]) == {"finetune", *BASELINES} and set(roc["label"]) == {"a", "b"}
+    figures = out / "figures"
+    attention = sorted(p.name for p in figures.glob("attention_*.png"))
+    assert attention == ["attention_0.png", "attention_1.png"]  # only 2 test images without burned-in text
+    for p in [*figures.glob("*.png")]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"roc.png", "pr.png", "reliability.png"} <= {p.name for p in figures.iterdir()}
+
+    md = (out / "comparison.md").read_text()
+    assert "| clip_zeroshot |" in md and "left out of every macro average: c" in md and "NOT PRETRAINED" in md
+    assert "<table>" in (out / "comparison.html").read_text()
+
+    # one MLflow run, linked by pipeline id, with the same metric names and the figures
+    runs = mlflow.search_runs(experiment_names=["medvit-medical"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name == f"evaluate-medical-{git_commit()[:7]}"
+    tags = run.data.tags
+    assert tags["pipeline_id"] == "pid123" and tags["stage"] == "evaluate"
+    assert tags["finetune_run_id"] == "ft-run" and tags["zeroshot_run_id"] == "zs-run"
+    assert tags["data_hash"] == m.digest() and tags["weights"] == "random-init" and tags["labels_skipped"] == "c"
+    assert run.data.metrics["test/auroc_macro"] == pytest.approx(metrics["test/auroc_macro"])
+    assert run.data.metrics["clip_zeroshot/test/auroc_macro_diff"] == pytest.approx(
+        metrics["clip_zeroshot"]["test/auroc_macro_diff"])
+    client = mlflow.MlflowClient()
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/roc.png", "figures/pr.png", "figures/reliability.png"} <= logged
+    assert not any("attention" in p for p in logged)  # medical pixels stay out of the tracking server
+    top = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"comparison.md", "comparison.html", "metrics.json", "plots"} <= top
+
+
+def test_id_mismatch_fails_with_the_file_named(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    bad = workspace["baselines"] / "scores" / "linear_probe" / "test.csv"
+    frame = pd.read_csv(bad)
+    frame.iloc[1:].to_csv(bad, index=False)
+    assert main(_argv(workspace)) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "missing from the table" in err and "Traceback" not in err
+    assert not (workspace["out"] / "metrics.json").exists()
+    assert not (workspace["out"].parent / "mlflow.db").exists()  # failed before opening a run

@@ -1,0 +1,181 @@
+"""Register/review/serve fixtures: tiny classifier outputs, evaluate reports and a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import torch
+import yaml
+
+from medvit.cli import main
+from medvit.models.classifier import build_classifier, save_classifier
+
+LABELS = ["effusion", "nodule", "pneumothorax"]
+TINY_META: dict[str, Any] = {
+    "model": "deit3_small_patch16_384", "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
+    "img_size": 32, "in_chans": 1, "label_names": LABELS, "head": {"hidden_dim": 16, "dropout": 0.1},
+    "mean": [0.45], "std": [0.25], "weights": "local:/models/tiny-pretrained.safetensors", "freeze_blocks": 1,
+    "pipeline_id": "pipe123", "run_id": "finetune-run", "data_hash": "data123", "params_hash": "params123",
+}
+
+
+def write_model(model_dir: Path, seed: int = 0, **meta_overrides: Any) -> dict[str, Any]:
+    """A tiny classifier saved through the finetune contract (model.safetensors + meta.json)."""
+    meta = {**TINY_META, **meta_overrides}
+    torch.manual_seed(seed)
+    save_classifier(build_classifier(meta), meta, model_dir)
+    return meta
+
+
+def write_report(
+    report_dir: Path,
+    auroc: float | None = 0.91,
+    baselines: dict[str, float] | None = None,
+    thresholds: list[float] | None = None,
+) -> None:
+    """metrics.json and thresholds.json in evaluate's layout (model at top level, baselines nested).
+
+    ``auroc=None`` leaves test/auroc_macro out, as evaluate does for an undefined (NaN) value.
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"test/ap_macro": 0.8, "test/ap_macro_ci_low": 0.7, "test/ap_macro_ci_high": 0.88,
+                                "test/n_samples": 40, "val/auroc_macro": 0.9}
+    if auroc is not None:
+        metrics.update({"test/auroc_macro": auroc, "test/auroc_macro_ci_low": auroc - 0.06,
+                         "test/auroc_macro_ci_high": min(1.0, auroc + 0.04)})
+    for name, value in (baselines if baselines is not None else {"clip_zeroshot": 0.62, "linear_probe": 0.7}).items():
+        metrics[name] = {"test/auroc_macro": value, "test/auroc_macro_ci_low": value - 0.1,
+                          "test/auroc_macro_ci_high": value + 0.1, "test/auroc_macro_diff": (auroc or 0) - value,
+                          "test/auroc_macro_diff_ci_low": (auroc or 0) - value - 0.05,
+                          "test/auroc_macro_diff_ci_high": (auroc or 0) - value + 0.05}
+    (report_dir / "metrics.json").write_text(json.dumps(metrics))
+    ts = thresholds or [0.4, 0.5, 0.6]
+    (report_dir / "thresholds.json").write_text(json.dumps({
+        "method": "youden", "chosen_on": "val", "rule": "score >= threshold", "label_names": LABELS,
+        "thresholds": dict(zip(LABELS, ts)), "baselines": {"clip_zeroshot": {"thresholds": dict(zip(LABELS, ts))}},
+    }))
+
+
+@pytest.fixture
+def make_model(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Factory: ``make_model(seed=0, **meta_overrides)`` writes tmp_path/models and returns its meta."""
+    return lambda seed=0, **overrides: write_model(tmp_path / "models", seed, **overrides)
+
+
+@pytest.fixture
+def make_report(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_report(auroc=..., baselines=..., thresholds=...)`` writes tmp_path/reports."""
+
+    def _make(**kwargs: Any) -> Path:
+        write_report(tmp_path / "reports", **kwargs)
+        return tmp_path / "reports"
+
+    return _make
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store under tmp_path; cwd moves there too, so default artifacts stay in tmp."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+@pytest.fixture
+def register(tmp_path: Path) -> Callable[..., int]:
+    """Run ``medvit register`` on tmp_path/models and tmp_path/reports with a params file of ``register`` keys."""
+
+    def _run(domain: str = "medical", **register_params: Any) -> int:
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump({"register": {"onnx": False, **register_params}}))
+        return main(["register", "--domain", domain, "--params", str(params), "--finetune", str(tmp_path / "models"),
+                     "--report", str(tmp_path / "reports"), "--out", str(tmp_path / "registry")])
+
+    return _run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    """Poll ``url`` until it answers 200; fail with the server log if it dies or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def start_server(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group (so teardown can end it and its workers)."""
+    with open(log, "w") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL it after 10 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Factory: ``model_server(model_uri)`` runs ``mlflow models serve --env-manager local`` and returns its URL."""
+    procs: list[subprocess.Popen] = []
+
+    def _serve(model_uri: str) -> str:
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        proc = start_server(["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], log)
+        procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, log)
+        return f"http://127.0.0.1:{port}"
+
+    try:
+        yield _serve
+    finally:
+        for proc in procs:
+            stop_server(proc)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on a free localhost port (SQLite backend, local artifact root); yields its URI."""
+    port = free_port()
+    proc = start_server(
+        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        tmp_path / "server.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 120, tmp_path / "server.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
