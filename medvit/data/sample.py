@@ -213,7 +213,7 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
 
     Each finding is a large, consistently located effect that survives downsampling: cardiomegaly
     widens the heart silhouette (cardiothoracic ratio ~0.7 instead of ~0.4), effusion fills the base
-    of a lung with a meniscus, nodule adds 4-7 round opacities (diameter 5.5-9 % of the width) and
+    of a lung with a meniscus, nodule adds 5-8 round opacities (diameter 5.5-9 % of the width) and
     pneumothorax leaves a dark, marking-free apical-lateral space behind a visceral pleural line.
     """
     unknown = set(findings) - set(FINDINGS)
@@ -223,9 +223,9 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
     anat = anatomy or Anatomy.draw(rng)
     px = 1.0 / size
     # Per-image pose: small rotation, scale and shift, applied to the sampling grid.
-    ang = math.radians(rng.uniform(-3.0, 3.0))
-    scale = rng.uniform(0.96, 1.04)
-    shift = rng.uniform(-0.02, 0.02, size=2)
+    ang = math.radians(rng.uniform(-2.0, 2.0))
+    scale = rng.uniform(0.97, 1.03)
+    shift = rng.uniform(-0.015, 0.015, size=2)
     g = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     y, x = np.meshgrid(g, g, indexing="ij")
     u = (math.cos(ang) * x + math.sin(ang) * y) / scale - shift[0]
@@ -237,7 +237,7 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
     img = body * (0.46 + 0.10 * np.clip(1.0 - (u / bw) ** 2, 0.0, 1.0))  # thicker tissue centrally
 
     # Heart (patient's left = image right), mediastinum, aortic knob and spine.
-    hw = anat.heart_half_width * (1.75 if "cardiomegaly" in findings else 1.0) * rng.uniform(0.96, 1.04)
+    hw = anat.heart_half_width * (1.85 if "cardiomegaly" in findings else 1.0) * rng.uniform(0.96, 1.04)
     hx, hy, hh = 0.03 + 0.40 * hw, 0.12, 0.095 + 0.12 * hw
     hu, hv = (u - hx) * 0.94 + (v - hy) * 0.34, -(u - hx) * 0.34 + (v - hy) * 0.94  # apex points down-left
     hr = np.sqrt((hu / hw) ** 2 + (hv / hh) ** 2)
@@ -266,16 +266,16 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
         if side in effusion_sides:
             # Fluid fills the base with a meniscus climbing laterally (blunted costophrenic angle).
             base = -0.03 + anat.lung_half_height
-            level = base - rng.uniform(0.30, 0.42) * 2 * anat.lung_half_height \
+            level = base - rng.uniform(0.36, 0.48) * 2 * anat.lung_half_height \
                 - 0.09 * np.clip((side * du + 1.0) / 2.0, 0.0, 1.0) ** 2
             fluid = _soft(level - v, 6 * px)
             la *= 1.0 - fluid
             mk *= 1.0 - fluid
-            extra += 0.03 * fluid * lung
+            extra += 0.06 * fluid * lung
         if side == ptx_side:
             # Air between chest wall and collapsed lung: dark, no vessel markings, thin pleural line.
             # The lung collapses towards the hilum: a smaller copy of its outline, shifted medially down.
-            k = rng.uniform(0.50, 0.62)
+            k = rng.uniform(0.45, 0.58)
             cu, cv = (du + side * (1.0 - k)) / k, (dv - (1.0 - k)) / k
             cr = np.sqrt(cu**2 + cv**2)
             space = _soft((1.0 - cr) * k * anat.lung_half_width, 1.5 * px) * lung
@@ -290,13 +290,13 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
     if "nodule" in findings:
         lungs = (air > 0.9) & (heart < 0.1) & (collapsed < 0.1)
         cand = np.flatnonzero(lungs)
-        for _ in range(int(rng.integers(4, 8))):
+        for _ in range(int(rng.integers(5, 9))):
             if cand.size == 0:
                 break
             cy, cx = divmod(int(cand[rng.integers(cand.size)]), size)
             rad = rng.uniform(0.028, 0.045) * size
             d2 = ((np.arange(size)[:, None] - cy) ** 2 + (np.arange(size)[None, :] - cx) ** 2) / rad**2
-            img += 0.34 * np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))  # projected thickness of a sphere
+            img += 0.40 * np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))  # projected thickness of a sphere
 
     # Ribs (posterior, curving down laterally) and clavicles, inside the body only.
     for side in (-1, 1):
@@ -305,7 +305,7 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
         for k in range(10):
             vc = -0.40 + k * anat.rib_spacing - 0.10 * t + 1.7 * t**2
             rib = _soft(np.abs(v - vc) - (0.008 + 0.008 * t), 1.5 * px) * lat
-            img += 0.06 * anat.bone * rib * body
+            img += 0.05 * anat.bone * rib * body
             # Anterior ribs: fainter, sloping down towards the sternum.
             va = -0.33 + k * anat.rib_spacing * 1.1 + 0.45 * (0.32 - t)
             img += 0.03 * anat.bone * _soft(np.abs(v - va) - 0.008, 1.5 * px) * lat * (t > 0.12) * body

@@ -99,7 +99,8 @@ def display_image(image: np.ndarray, channel_names: Sequence[str] = ()) -> np.nd
         picked = image[0]
     else:
         names = list(channel_names)
-        idx = next((tuple(names.index(n) for n in rgb) for rgb in _RGB_NAMES if all(n in names for n in rgb)), (0, 1, 2))
+        rgb = next((r for r in _RGB_NAMES if all(n in names for n in r)), None)
+        idx = tuple(names.index(n) for n in rgb) if rgb else (0, 1, 2)
         picked = np.moveaxis(image[list(idx)], 0, -1)
     lo, hi = np.percentile(picked, [2, 98])
     return np.clip((picked - lo) / max(hi - lo, 1e-6), 0, 1)

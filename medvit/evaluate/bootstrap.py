@@ -2,8 +2,8 @@
 
 Images of one patient or scene are correlated, so resampling images would give
 intervals that are too narrow (Field & Welsh 2007, cluster bootstrap). Each
-resample draws the G groups with replacement; that is a multinomial draw of
-group multiplicities, which becomes a (B, N) weight matrix over samples. All
+resample draws G groups with replacement; the number of times each group is
+drawn becomes the weight of its samples, a (B, N) weight matrix. All
 metrics take these weights (``medvit.evaluate.metrics``), so B resamples cost
 a handful of vectorised passes rather than B scikit-learn calls, and every model
 is scored on the *same* resamples, which makes the paired comparison valid.
@@ -41,8 +41,12 @@ def group_weights(groups: Sequence[str], n_resamples: int, seed: int) -> np.ndar
     if n_resamples == 0 or n_groups == 0:
         return np.zeros((0, len(inverse)), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)  # (B, G)
-    return counts[:, inverse].astype(np.float32)
+    drawn = rng.integers(0, n_groups, size=(n_resamples, n_groups))  # G draws with replacement per resample
+    flat = (np.arange(n_resamples)[:, None] * n_groups + drawn).ravel()
+    counts = np.bincount(flat, minlength=n_resamples * n_groups).reshape(n_resamples, n_groups)  # (B, G)
+    # Built as (N, B) C-contiguous and returned as its (B, N) transpose view: the metrics
+    # gather per-sample rows of B weights (see ``metrics.ranking_metrics``).
+    return np.ascontiguousarray(counts.T.astype(np.float32))[inverse].T
 
 
 def _nanmean_rows(a: np.ndarray) -> np.ndarray:
@@ -92,7 +96,9 @@ def _label_metrics(
     return res
 
 
-def _micro_metrics(y: np.ndarray, s: np.ndarray, weights: np.ndarray, fixed_specificity: float) -> dict[str, np.ndarray]:
+def _micro_metrics(
+    y: np.ndarray, s: np.ndarray, weights: np.ndarray, fixed_specificity: float
+) -> dict[str, np.ndarray]:
     """metric -> (B,) over all (sample, label) pairs pooled, each weighted by its sample's weight."""
     index = np.repeat(np.arange(y.shape[0]), y.shape[1])  # ravel() of (N, L) is row-major
     r = ranking_metrics(y.ravel(), s.ravel(), weights, fixed_specificity, index=index)

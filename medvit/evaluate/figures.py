@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import pandas as pd
 
 from medvit.data.manifest import Manifest
 from medvit.evaluate import plots
@@ -48,11 +47,17 @@ def write_plots(ev: Evaluation, y_test: np.ndarray, test_scores: Mapping[str, np
     ]
 
 
-def attention_candidates(manifest: Manifest) -> np.ndarray:
-    """Row positions in the test split whose image carries no burned-in annotation."""
+def attention_candidates(manifest: Manifest, burned_in_possible: bool = False) -> np.ndarray:
+    """Row positions in the test split whose image carries no burned-in annotation.
+
+    Args:
+        burned_in_possible: the cache may hold burned-in images (medical ingest with
+            ``allow_burned_in``); without a ``burned_in`` column to tell them apart,
+            no image qualifies.
+    """
     test = manifest.split("test")
     if BURNED_IN_COLUMN not in test:
-        return np.arange(len(test))
+        return np.arange(0 if burned_in_possible else len(test))
     burned = test[BURNED_IN_COLUMN].astype(str).str.strip().str.lower().isin({"1", "1.0", "true", "yes"})
     return np.flatnonzero(~burned.to_numpy())
 
@@ -65,11 +70,15 @@ def write_attention_maps(
     n_maps: int,
     seed: int,
     out_dir: Path,
+    burned_in_possible: bool = False,
 ) -> list[Path]:
     """Attention-rollout overlays of ``n_maps`` seeded test images: ``figures/attention_<k>.png``.
 
+    Overlays left by an earlier run are removed first (also when ``n_maps`` is 0).
+
     Args:
         scores: (N_test, L) fine-tuned test scores, shown in each title.
+        burned_in_possible: see ``attention_candidates``.
     """
     import torch
 
@@ -83,9 +92,12 @@ def write_attention_maps(
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob(f"{ATTENTION_PREFIX}*.png"):
         old.unlink()
-    candidates = attention_candidates(manifest)
-    if len(candidates) == 0 or n_maps == 0:
-        log.warning("no attention maps: no test image without burned-in annotation")
+    if n_maps == 0:
+        return []
+    candidates = attention_candidates(manifest, burned_in_possible)
+    if len(candidates) == 0:
+        log.warning("no attention maps: no test image is known to be free of burned-in annotation "
+                    "(manifest column '%s')", BURNED_IN_COLUMN)
         return []
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(candidates, size=min(n_maps, len(candidates)), replace=False))
@@ -108,16 +120,7 @@ def write_attention_maps(
         pred = ", ".join(f"{names[j]} {scores[i, j]:.2f}" for j in top)
         truth = ", ".join(n for n, v in zip(names, y[i]) if v > 0) or "none"
         title = f"test image {k + 1}: top scores {pred} | labels: {truth}"
-        out.append(plots.save_overlay(display_image(img, channels), heat, title, fig_dir / f"{ATTENTION_PREFIX}{k}.png"))
+        path = fig_dir / f"{ATTENTION_PREFIX}{k}.png"
+        out.append(plots.save_overlay(display_image(img, channels), heat, title, path))
     return out
 
-
-def label_frame(ev: Evaluation) -> pd.DataFrame:
-    """Per-label test metrics of every model (long format), for the MLflow run's table artifact."""
-    rows = []
-    for m in ev.models:
-        st = ev.test[m]
-        for j, n in enumerate(ev.label_names):
-            rows.append({"model": m, "label": n, **{k: float(v[j]) for k, v in st.label.items()},
-                         "ece": float(ev.ece_label[m][j]), "threshold": float(ev.thresholds[m][j])})
-    return pd.DataFrame(rows)

@@ -7,6 +7,11 @@ train | zeroshot -> evaluate import order): every stage then reports the same
 
 A label with a single class in a split has no AUROC/AP: it is reported as NaN
 per label, left out of the macro average, and counted in ``n_labels_skipped``.
+
+``per_label``/``summary`` are the quick per-epoch numbers. ``ranking_metrics``
+and ``threshold_metrics`` take a (B, N) matrix of sample weights and return B
+values at once: with unit weights they are the point estimates of the evaluate
+stage, with group-resample multiplicities its bootstrap replicates.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def summary(y_true: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[st
 # check them against scikit-learn (which accepts the same weights as
 # ``sample_weight``).
 
-_CHUNK_ELEMENTS = 2_000_000  # (b, N) float64 work arrays of ~16 MB per chunk
+_CHUNK_ELEMENTS = 1_000_000  # (entries, b) float64 work arrays of ~8 MB per chunk (cache-friendly)
 
 
 def ranking_metrics(
@@ -76,7 +81,7 @@ def ranking_metrics(
     Positives and negatives are sorted once. For each positive, the negative
     weight ranked above it is a gather from the cumulative negative weight, so a
     batch of resamples costs two cumulative sums and a few passes over the
-    positives, in row chunks. Tied scores form one operating point (a tied
+    positives, in chunks of resamples. Tied scores form one operating point (a tied
     positive/negative pair counts 1/2 in AUROC), exactly as scikit-learn's
     ``roc_auc_score`` / ``average_precision_score`` with ``sample_weight``.
 
@@ -97,7 +102,11 @@ def ranking_metrics(
     """
     y = np.asarray(y_true, dtype=np.float64) > 0.5
     s = np.asarray(scores, dtype=np.float64)
-    weights = np.atleast_2d(weights)
+    # Work on (entries, resamples): gathering an entry's weights then copies one
+    # contiguous row, and the cumulative sums run down axis 0 across all resamples.
+    # ``weights.T`` is free (no copy) when the caller passes the transpose of a
+    # C-contiguous (M, B) array, as ``bootstrap.group_weights`` does.
+    w_t = np.atleast_2d(weights).T  # (M, B)
     cols = np.arange(len(s)) if index is None else np.asarray(index)
     order = np.argsort(-s, kind="stable")  # descending score
     pos, neg = order[y[order]], order[~y[order]]
@@ -106,41 +115,39 @@ def ranking_metrics(
     at_or_above = np.searchsorted(neg_key, pos_key, side="right")  # (P,) negatives scoring >= it
     pos_at_or_above = np.searchsorted(pos_key, pos_key, side="right")  # (P,) positives scoring >= it
     ties = bool((above != at_or_above).any() or (pos_at_or_above != np.arange(1, len(pos) + 1)).any())
-    n_rows = weights.shape[0]
+    n_rows = w_t.shape[1]
     out = {k: np.full(n_rows, np.nan) for k in ("auroc", "ap", "sens_at_spec")}
     if len(pos) == 0 or len(neg) == 0:
         return out
     step = max(1, _CHUNK_ELEMENTS // len(s))
     for r0 in range(0, n_rows, step):
-        w = weights[r0 : r0 + step]
-        b = w.shape[0]
-        w_pos = w[:, cols[pos]].astype(np.float64)  # (b, P) in descending score order
-        cum_neg = np.zeros((b, len(neg) + 1))  # cum_neg[:, k] = weight of the k top-scoring negatives
-        np.cumsum(w[:, cols[neg]], axis=1, dtype=np.float64, out=cum_neg[:, 1:])
-        fp_ge = cum_neg[:, at_or_above]  # (b, P) negative weight scoring >= each positive
+        sl = slice(r0, min(r0 + step, n_rows))
+        w_pos = w_t[cols[pos], sl].astype(np.float64)  # (P, b) positives in descending score order
+        cum_neg = np.zeros((len(neg) + 1, w_pos.shape[1]))  # row k = weight of the k top-scoring negatives
+        np.cumsum(w_t[cols[neg], sl], axis=0, dtype=np.float64, out=cum_neg[1:])
+        fp_ge = cum_neg[at_or_above]  # (P, b) negative weight scoring >= each positive
         if ties:
-            fp_gt = cum_neg[:, above]
-            cum_pos = np.zeros((b, len(pos) + 1))
-            np.cumsum(w_pos, axis=1, out=cum_pos[:, 1:])
-            tp_ge = cum_pos[:, pos_at_or_above]
-            n_pos = cum_pos[:, -1]
+            cum_pos = np.zeros((len(pos) + 1, w_pos.shape[1]))
+            np.cumsum(w_pos, axis=0, out=cum_pos[1:])
+            tp_ge = cum_pos[pos_at_or_above]
+            n_pos = cum_pos[-1]
             # each positive beats the negatives below it and half of those tied with it
-            beaten = np.einsum("ij,ij->i", w_pos, fp_gt + fp_ge) * 0.5
+            beaten = np.einsum("ij,ij->j", w_pos, cum_neg[above] + fp_ge) * 0.5
         else:
-            tp_ge = np.cumsum(w_pos, axis=1)
-            n_pos = tp_ge[:, -1]
-            beaten = np.einsum("ij,ij->i", w_pos, fp_ge)
-        n_neg = cum_neg[:, -1]
+            tp_ge = np.cumsum(w_pos, axis=0)
+            n_pos = tp_ge[-1]
+            beaten = np.einsum("ij,ij->j", w_pos, fp_ge)
+        n_neg = cum_neg[-1]
         with np.errstate(divide="ignore", invalid="ignore"):
             auroc = (n_pos * n_neg - beaten) / (n_pos * n_neg)
             called = tp_ge + fp_ge
             precision = np.divide(tp_ge, called, out=np.zeros_like(tp_ge), where=called > 0)
-            ap = np.einsum("ij,ij->i", w_pos, precision) / n_pos
-            allowed = fp_ge <= (1.0 - fixed_specificity + 1e-12) * n_neg[:, None]
-            sens = np.where(allowed, tp_ge, 0.0).max(axis=1) / n_pos
+            ap = np.einsum("ij,ij->j", w_pos, precision) / n_pos
+            allowed = fp_ge <= (1.0 - fixed_specificity + 1e-12) * n_neg
+            sens = np.where(allowed, tp_ge, 0.0).max(axis=0) / n_pos
         bad = (n_pos <= 0) | (n_neg <= 0)
         for k, v in (("auroc", auroc), ("ap", ap), ("sens_at_spec", sens)):
-            out[k][r0 : r0 + b] = np.where(bad, np.nan, v)
+            out[k][sl] = np.where(bad, np.nan, v)
     return out
 
 
@@ -160,7 +167,8 @@ def threshold_metrics(
         (sensitivity without positives, specificity without negatives, ...).
     """
     y = np.asarray(y_true, dtype=np.float64)
-    pred = (np.asarray(scores, dtype=np.float64) >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)[None, :]
+    pred = (np.asarray(scores, dtype=np.float64) >= thr).astype(np.float64)
     w = np.ones((1, y.shape[0])) if weights is None else np.atleast_2d(weights).astype(np.float64)
     tp, fp = w @ (y * pred), w @ ((1 - y) * pred)  # (B, L)
     n_pos, n_neg = w @ y, w @ (1 - y)

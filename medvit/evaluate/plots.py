@@ -52,7 +52,8 @@ def pr_frame(y_true: np.ndarray, scores: Mapping[str, np.ndarray], label_names: 
             precision, recall, _ = precision_recall_curve(y_true[:, j], s[:, j])
             rows.append(pd.DataFrame({"model": model, "label": label_names[j],
                                       "recall": recall[::-1], "precision": precision[::-1]}))
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["model", "label", "recall", "precision"])
+    columns = ["model", "label", "recall", "precision"]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     return out.round(_DIGITS)
 
 
@@ -160,7 +161,8 @@ def save_overlay(image: np.ndarray, heat: np.ndarray, title: str, path: str | Pa
     for ax in (a, b):
         ax.imshow(image, cmap=cmap, vmin=0, vmax=1)
         ax.set_axis_off()
-    b.imshow(heat, cmap="inferno", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear", vmin=0, vmax=1)
+    b.imshow(heat, cmap="inferno", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5),  # pixel-edge aligned
+             interpolation="bilinear", vmin=0, vmax=1)
     a.set_title("image", fontsize=9)
     b.set_title("attention rollout", fontsize=9)
     fig.suptitle(title, fontsize=9)

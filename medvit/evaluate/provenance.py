@@ -71,6 +71,6 @@ def lineage(
     if ft_hash and str(ft_hash) != data_hash:
         warnings.append(f"WARNING: the model was trained on manifest {ft_hash}, evaluated on {data_hash}.")
     for w in warnings:
-        log.warning(w)
+        log.warning(w.removeprefix("WARNING: "))
     tags["lineage_warnings"] = str(len(warnings))
     return tags, notes + warnings

@@ -4,8 +4,9 @@
 (one weight matrix shared by all models, so the fine-tuned vs baseline
 differences are paired), and adds calibration. The renderers turn the result
 into ``metrics.json`` (names ``<split>/<metric>[_ci_low|_ci_high]``, per label
-``test/<label>/<metric>``, each baseline nested under its name), ``thresholds.json``
-and the comparison table as Markdown, HTML and console text.
+``test/<label>/<metric>``, each baseline nested under its name), ``thresholds.json``,
+``per_label.csv`` (every model, with CIs) and the comparison table as Markdown,
+HTML and console text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from medvit.config import EvaluateConfig
 from medvit.evaluate.bootstrap import ModelStats, group_weights, model_stats, paired_difference, percentile_ci
@@ -188,6 +190,20 @@ def thresholds_json(ev: Evaluation) -> dict[str, Any]:
     }
 
 
+def label_table(ev: Evaluation) -> pd.DataFrame:
+    """Per-label test metrics and thresholds of every model (long format): ``per_label.csv``."""
+    rows = []
+    for m in ev.models:
+        st = ev.test[m]
+        for j, n in enumerate(ev.label_names):
+            row = {"model": m, "label": n, **{k: float(v[j]) for k, v in st.label.items()},
+                   "ece": float(ev.ece_label[m][j]), "threshold": float(ev.thresholds[m][j])}
+            for k in LABEL_METRICS:
+                row[f"{k}_ci_low"], row[f"{k}_ci_high"] = ev.label_ci(m, k, j)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- tables
 def _fmt(v: float, lo: float | None = None, hi: float | None = None, signed: bool = False) -> str:
     if v is None or not math.isfinite(v):
@@ -235,7 +251,8 @@ def label_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
             row += ["skipped: one class in test"] * len(ev.models)
         else:
             row += [_fmt(ev.test[m].label["auroc"][j], *ev.label_ci(m, "auroc", j)) for m in ev.models]
-        row.append(_fmt(ev.thresholds[FINETUNE][j]) + (" (fallback)" if name in ev.threshold_fallback[FINETUNE] else ""))
+        fallback = " (fallback)" if name in ev.threshold_fallback[FINETUNE] else ""
+        row.append(_fmt(ev.thresholds[FINETUNE][j]) + fallback)
         row += [_fmt(ft.label[k][j]) for k in ("f1", "sensitivity", "specificity")]
         rows.append(row)
     return headers, rows
@@ -243,10 +260,11 @@ def label_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
 
 def _notes(ev: Evaluation, notes: Sequence[str]) -> list[str]:
     s = ev.settings
+    ci = (f"CIs: {ev.n_resamples} seeded bootstrap resamples of groups (patients/scenes), percentile "
+          "intervals; ΔAUROC is paired (same resamples) with a two-sided bootstrap p-value."
+          if ev.n_resamples else "No confidence intervals (evaluate.n_bootstrap: 0).")
     out = [
-        f"Test split: {ev.n_test} images from {ev.n_test_groups} groups. CIs: {ev.n_resamples} seeded "
-        f"bootstrap resamples of groups (patients/scenes), percentile intervals; ΔAUROC is paired "
-        f"(same resamples) with a two-sided bootstrap p-value.",
+        f"Test split: {ev.n_test} images from {ev.n_test_groups} groups. {ci}",
         f"Thresholds chosen on val ({s['threshold_method']}"
         + (f", target sensitivity {s['target_sensitivity']:g}" if s["threshold_method"] == "sensitivity" else "")
         + f") and applied unchanged to test. ECE: {s['ece_bins']} equal-width bins, all labels pooled.",
@@ -261,7 +279,8 @@ def comparison_markdown(ev: Evaluation, title: str, notes: Sequence[str] = ()) -
     """The comparison report as Markdown."""
     def table(headers: list[str], rows: list[list[str]]) -> list[str]:
         esc = [[c.replace("|", "\\|") for c in r] for r in [headers, *rows]]
-        return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in esc[1:]]
+        lines = ["| " + " | ".join(r) + " |" for r in esc]
+        return [lines[0], "|" + "---|" * len(headers), *lines[1:]]
 
     lines = [f"# {title}", ""] + [f"- {n}" for n in _notes(ev, notes)] + ["", "## Test metrics", ""]
     lines += table(*summary_rows(ev)) + ["", "## Per label", ""] + table(*label_rows(ev)) + [""]
@@ -292,8 +311,11 @@ def console_table(ev: Evaluation) -> str:
     lines = [head, "-" * len(head)]
     for m in ev.models:
         st = ev.test[m]
-        d = "—" if m == FINETUNE else _fmt(ev.paired[m]["auroc_macro"]["diff"], ev.paired[m]["auroc_macro"]["diff_ci_low"],
-                                            ev.paired[m]["auroc_macro"]["diff_ci_high"], signed=True)
+        if m == FINETUNE:
+            d = "—"
+        else:
+            p = ev.paired[m]["auroc_macro"]
+            d = _fmt(p["diff"], p["diff_ci_low"], p["diff_ci_high"], signed=True)
         lines.append(f"{m:<18} {_fmt(st.summary['auroc_macro'], *ev.ci(m, 'auroc_macro')):<28} "
                      f"{_fmt(st.summary['ap_macro']):<8} {d:<30}")
     if ev.skipped_test:

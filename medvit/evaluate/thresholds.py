@@ -27,7 +27,9 @@ def _first_max(values: np.ndarray) -> int:
     return int(np.flatnonzero(values >= values.max() - 1e-12)[0])
 
 
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: Method, target_sensitivity: float = 0.9) -> float | None:
+def choose_threshold(
+    y_true: np.ndarray, scores: np.ndarray, method: Method, target_sensitivity: float = 0.9
+) -> float | None:
     """Threshold for one label; None when val has a single class.
 
     Args:

@@ -53,6 +53,7 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "AccessionNumber", "StudyID", "PatientBirthDate", "MedicalRecordLocator", "AdmissionID",
     "BurnedInAnnotation",
 )
+_HEADER_TAGS: dict[str, int] = {k: int(pydicom.datadict.tag_for_keyword(k)) for k in HEADER_KEYWORDS}  # type: ignore[arg-type]
 _COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_422", "YBR_PARTIAL_420"}
 _MONO = {"MONOCHROME1", "MONOCHROME2"}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -110,7 +111,7 @@ def read_header(path: str | Path, *, stop_before_pixels: bool = False) -> DicomF
 
 
 def _check_header(ds: Dataset, stop_before_pixels: bool) -> DicomFile:
-    header = {k: _value(ds, k) for k in HEADER_KEYWORDS}
+    header = {k: _value(ds, tag) for k, tag in _HEADER_TAGS.items()}
     tsyntax = _transfer_syntax(ds)
     if not stop_before_pixels and not any(k in ds for k in _PIXEL_KEYWORDS):
         raise DicomReject("no pixel data", _sop_name(ds))
@@ -185,15 +186,57 @@ def to_unit_range(arr: np.ndarray, ds: Dataset, photometric: str, options: Dicom
     if photometric in _MONO:
         if arr.ndim == 3:  # a monochrome file whose frame came back with a samples axis
             arr = arr[..., 0]
-        values = _modality(arr, ds, index)                    # step 1 (PS3.3 C.11.1)
-        unit = _voi(values, ds, options, index)          # step 2 (PS3.3 C.11.2)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DicomReject("non-finite pixel values")
+        # Steps 1-2 fused into one affine map when both are linear (rescale + LINEAR window or min-max).
+        affine = _linear_chain(arr, ds, options, index)
+        if affine is not None:
+            unit = arr.astype(np.float32)
+            unit *= np.float32(affine[0])
+            unit += np.float32(affine[1])
+        else:
+            values = _modality(arr, ds, index)                # step 1 (PS3.3 C.11.1)
+            unit = _voi(values, ds, options, index)           # step 2 (PS3.3 C.11.2)
+        np.clip(unit, 0.0, 1.0, out=unit)
         if photometric == "MONOCHROME1":
-            unit = 1.0 - unit                                 # step 3 (PS3.3 C.7.6.3.1.2)
+            np.subtract(np.float32(1.0), unit, out=unit)      # step 3 (PS3.3 C.7.6.3.1.2)
     else:
         unit = _luma(arr, ds, photometric)
-    if not np.isfinite(unit).all():
-        raise DicomReject("non-finite pixel values")
-    return np.clip(unit, 0.0, 1.0, out=unit).astype(np.float32, copy=False)[None]  # step 4: (1, H, W)
+        if not np.isfinite(unit).all():
+            raise DicomReject("non-finite pixel values")
+        np.clip(unit, 0.0, 1.0, out=unit)
+    return unit.astype(np.float32, copy=False)[None]          # step 4: (1, H, W) float32 in [0, 1]
+
+
+def _linear_chain(stored: np.ndarray, ds: Dataset, options: DicomOptions, index: int) -> tuple[float, float] | None:
+    """(a, b) with unit = a * stored + b when rescale and VOI are both linear, else None.
+
+    Same values as step 1 then step 2 (before clipping), in one pass over the pixels.
+    """
+    if ds.get("ModalityLUTSequence") or options.voi == "percentile":
+        return None
+    slope, intercept = _rescale(ds, index)
+    if options.voi == "window" and options.window is not None:
+        c, w = float(options.window[0]) - 0.5, float(options.window[1]) - 1.0   # LINEAR, C.11.2.1.2.1
+    elif ds.get("VOILUTSequence"):
+        return None
+    else:
+        window = _window_of(ds, index)
+        if window is None:  # no VOI in the header: min-max of the modality values
+            lo, hi = sorted((slope * float(stored.min()) + intercept, slope * float(stored.max()) + intercept))
+            if hi <= lo:
+                return 0.0, 0.0
+            return slope / (hi - lo), (intercept - lo) / (hi - lo)
+        center, width, function = window
+        if function == "LINEAR" and width > 1:
+            c, w = center - 0.5, width - 1.0
+        elif function == "LINEAR_EXACT" and width > 0:
+            c, w = center, width
+        else:
+            return None
+    if w <= 0:
+        return None
+    return slope / w, (intercept - c) / w + 0.5
 
 
 def _modality(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
@@ -337,9 +380,11 @@ def _looks_like_dicom(ds: Dataset) -> bool:
         return False
 
 
-def _value(ds: Dataset, keyword: str) -> Any:
+def _value(ds: Dataset, tag: int) -> Any:
     try:
-        value = ds.get(keyword)
+        if tag not in ds:  # tag lookup; absent elements are never converted
+            return None
+        value = ds[tag].value
     except Exception:  # noqa: BLE001 - a malformed element must not stop header reading
         return None
     if value is None:

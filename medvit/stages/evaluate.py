@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit.config import Params
+from medvit.errors import UserError
 from medvit.paths import default_path
 
 HELP = "Compare the fine-tuned model with the baselines: metrics, CIs, plots."
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     bl_dir = Path(args.baselines or default_path("baselines", d))
     out = Path(args.out or default_path("report", d))
     manifest = read_manifest(cache)
+    if len(manifest.split("test")) == 0:
+        raise UserError(f"{manifest.path}: the test split is empty; check ingest.split_fractions and re-run ingest")
     models = discover_models(ft_dir, bl_dir)
     val = {m: aligned_scores(manifest, p / "val.csv", "val") for m, p in models.items()}
     test = {m: aligned_scores(manifest, p / "test.csv", "test") for m, p in models.items()}
@@ -64,14 +67,14 @@ def run(args: argparse.Namespace, params: Params) -> int:
     metrics = report.metrics_json(ev)
     write_json_atomic(out / "metrics.json", metrics)
     write_json_atomic(out / "thresholds.json", report.thresholds_json(ev))
-    figures.label_frame(ev).to_csv(out / "per_label.csv", index=False, float_format="%.6g")
+    report.label_table(ev).to_csv(out / "per_label.csv", index=False, float_format="%.6g")
     title = f"medvit {d}: fine-tuned model vs baselines"
     (out / "comparison.md").write_text(report.comparison_markdown(ev, title, notes))
     (out / "comparison.html").write_text(report.comparison_html(ev, title, notes))
     pngs = figures.write_plots(ev, y_test, test, out)
-    if cfg.n_attention_maps > 0:
-        pngs += figures.write_attention_maps(cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps,
-                                             cfg.seed, out)
+    pngs += figures.write_attention_maps(
+        cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps, cfg.seed, out,
+        burned_in_possible=d == "medical" and params.ingest.medical.allow_burned_in)
 
     with stage_run("evaluate", d, tags=tags) as run:
         run.log_params({"evaluate": cfg.model_dump(mode="json")})

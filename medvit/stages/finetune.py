@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import tempfile
 from pathlib import Path
 
@@ -26,13 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.cache import read_stats, write_json_atomic
+    from medvit.data.cache import read_stats
     from medvit.data.manifest import read_manifest
-    from medvit.data.scores import write_scores
     from medvit.tracking.runs import StageRun, pipeline_id, stage_run
     from medvit.train import distributed as D
     from medvit.train.loop import evaluate, fit
-    from medvit.train.report import plot_learning_curves, write_history
+    from medvit.train.report import write_outputs, write_run_artifacts
     from medvit.train.setup import build_training
 
     cfg, domain = params.finetune, args.domain
@@ -44,49 +42,42 @@ def run(args: argparse.Namespace, params: Params) -> int:
         setup = build_training(cfg, domain, cache, manifest, stats, info)
         data_hash, params_hash = manifest.digest(), params.section_hash("finetune")
         pid = pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot"))
+        config = cfg.model_dump(mode="json")
         identity = {"params_hash": params_hash, "data_hash": data_hash, "world_size": info.world_size,
-                    "params": cfg.model_dump(mode="json"), **setup.meta_base}
+                    "params": config, **setup.meta_base}
         tags = {"data_hash": data_hash, "params_hash": params_hash, "pipeline_id": pid, "weights": setup.provenance}
         tracking = (stage_run("finetune", domain, tags, system_metrics=True) if info.is_main
                     else contextlib.nullcontext(StageRun(None, None)))
         with tracking as mlrun:
-            mlrun.log_params(cfg.model_dump(mode="json"))
-            result = fit(setup.model, setup.train, setup.val, cfg, setup.loss, info=info,
-                         ckpt_dir=out / "checkpoint", identity=identity, on_epoch=lambda e, m: mlrun.log_metrics(m, e))
+            mlrun.log_params(config)
+            result = fit(setup.model, setup.train, setup.val, cfg, setup.loss, info=info, ckpt_dir=out / "checkpoint",
+                         identity=identity, on_epoch=lambda epoch, m: mlrun.log_metrics(m, step=epoch))
             setup.model.load_state_dict(result.best_state)
             final, scores = {"train/loss": result.history[-1]["train/loss"]}, {}
             for split, ds in (("val", setup.val), ("test", setup.test)):
-                if ds is not None:
+                if ds is not None:  # collective under DDP: every rank evaluates its share
                     m, scores[split] = evaluate(setup.model, ds, setup.loss, cfg.batch_size, info, f"{split}/")
                     final.update(m)
             if info.is_main:
                 meta = {**setup.meta_base, "weights": setup.provenance, "pipeline_id": pid, "run_id": mlrun.run_id,
                         "data_hash": data_hash, "params_hash": params_hash}
-                from medvit.models.classifier import save_classifier
-
-                save_classifier(setup.model, meta, out)
-                for split, s in scores.items():
-                    write_scores(out / "scores" / f"{split}.csv", setup.ids[split], s, manifest.label_names)
-                write_history(out / "history.csv", result.history)
-                mlrun.log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, step=result.epochs_run)
-                with tempfile.TemporaryDirectory() as tmp:
-                    plot_learning_curves(Path(tmp) / "learning_curves.png", result.history, f"finetune {domain}")
-                    (Path(tmp) / "label_names.json").write_text(json.dumps(list(manifest.label_names), indent=1))
-                    (Path(tmp) / "finetune_params.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-                    mlrun.log_artifacts(tmp)
-                mlrun.log_artifact(out / "history.csv")
-                mlrun.log_artifact(out / "meta.json")
                 summary = {**final, "weights": setup.provenance, "epochs_run": result.epochs_run,
                            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
                            "resumed_from_epoch": result.resumed_from, "optimizer_steps": result.steps,
                            "train_seconds": round(result.train_seconds, 3), "world_size": info.world_size,
                            "frozen_feature_cache": setup.cached_features, "run_id": mlrun.run_id,
                            "tracking_error": mlrun.error, "notes": result.notes}
-                write_json_atomic(out / "metrics.json", summary)
-                mlrun.log_artifact(out / "metrics.json")
-                if mlrun.error:
-                    print(f"medvit finetune: WARNING: MLflow tracking failed: {mlrun.error} "
-                          f"(outputs in {out} are complete)")
+                write_outputs(out, setup.model, meta, scores, setup.ids, result.history, summary)
+                mlrun.set_tags({"resumed_from_epoch": str(result.resumed_from),
+                                "frozen_feature_cache": setup.cached_features})
+                mlrun.log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, step=result.epochs_run)
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlrun.log_artifacts(write_run_artifacts(Path(tmp), result.history, manifest.label_names, config,
+                                                            f"finetune {domain}"))
+                for name in ("history.csv", "meta.json", "metrics.json"):
+                    mlrun.log_artifact(out / name)
+        if info.is_main and mlrun.error:
+            print(f"medvit finetune: WARNING: MLflow tracking failed: {mlrun.error} (outputs in {out} are complete)")
         D.barrier()
     finally:
         D.teardown()

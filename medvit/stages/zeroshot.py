@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from medvit.config import Params
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="ingest cache folder (default: per --domain)")
     parser.add_argument("--out", default=None, help="output folder for baseline score tables (default: per --domain)")
+
+
+def _prompts_file(path: str) -> Path:
+    """``zeroshot.prompts`` relative to the working directory, else to the package root (installed wheels)."""
+    p = Path(path)
+    packaged = Path(__file__).resolve().parents[2] / p
+    return packaged if not p.is_absolute() and not p.is_file() and packaged.is_file() else p
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     cache = Path(args.cache or default_path("cache", domain))
     out = Path(args.out or default_path("baselines", domain))
     manifest = read_manifest(cache)
-    prompts = load_prompts(zs.prompts, domain, manifest.label_names)
+    prompts = load_prompts(_prompts_file(zs.prompts), domain, manifest.label_names)
     backend = load_backend(cfg.backend, cfg.model, cfg.weights, allow_random_init=zs.allow_random_init, seed=zs.seed)
     embedding_root = os.environ.get("MEDVIT_CACHE_DIR") or repo_root() / ".cache" / "medvit"
     result = score_baselines(backend, cache, manifest, cfg, prompts, scoring=zs.scoring, probe=zs.linear_probe,
@@ -80,6 +88,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
         mlrun.set_tags({"embeddings_reused": all(result.reused.values())})
         for name in ("meta.json", "metrics.json"):
             mlrun.log_artifact(out / name)
+        with tempfile.TemporaryDirectory() as tmp:  # the resolved prompt set behind prompt_hash
+            write_json_atomic(Path(tmp) / "prompts.json", prompts.to_dict())
+            mlrun.log_artifact(Path(tmp) / "prompts.json")
     for name, m in metrics.items():
         log.info("%s (%s): test/auroc_macro=%.3f val/auroc_macro=%.3f", name, backend.weights,
                  m.get("test/auroc_macro", math.nan), m.get("val/auroc_macro", math.nan))

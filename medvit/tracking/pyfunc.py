@@ -23,7 +23,6 @@ cache shards hold). Preprocessing is the evaluation transform of
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,13 @@ def output_columns(label_names: list[str]) -> list[str]:
     return [SCORE_PREFIX + n for n in label_names] + [LABEL_PREFIX + n for n in label_names]
 
 
-# MLflow warns at class creation that predict has no type hints; they are left out on purpose (see predict).
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
-
-
 class ClassifierModel(PythonModel):
     """Multi-label scores and thresholded labels for a batch of cache-scaled images."""
+
+    # MLflow wraps a PythonModel's predict to validate inputs against its type hints, which would
+    # coerce the (N, C, H, W) array to a list; the logged TensorSpec signature validates instead.
+    # This class attribute (MLflow's own switch, used by ChatModel) turns that wrapper off.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the safetensors classifier, its preprocessing and the val thresholds."""
@@ -64,9 +64,9 @@ class ClassifierModel(PythonModel):
             )
         self.thresholds = np.asarray(spec["thresholds"], dtype=np.float64)  # (L,)
 
-    # model_input is deliberately unannotated: MLflow reads predict's type hints as an input schema
-    # (and would coerce the array to a list); the logged TensorSpec signature validates it instead.
-    def predict(self, context: PythonModelContext, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
+    def predict(
+        self, context: PythonModelContext, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         """(N, C, H, W) cache-scaled float32 images -> (N, 2L) frame of scores and 0/1 labels."""
         import torch
 

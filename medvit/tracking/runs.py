@@ -5,6 +5,8 @@ The embedded default store is SQLite at ``.mlflow/mlflow.db`` with artifacts in
 team server. Every MLflow call goes through ``StageRun``, which bounds HTTP
 time-outs and retries and, on the first failure, reports it once and turns
 further logging into no-ops, so a finished training still writes its outputs.
+An http(s) server is probed with a short TCP connect first, and
+``MEDVIT_TRACKING=off`` disables tracking altogether.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
 }
+# MEDVIT_TRACKING=off skips MLflow entirely (CI, smoke runs); StageRun.error stays None.
+DISABLE_ENV = "MEDVIT_TRACKING"
 # TCP connect probe of an http(s) tracking server before any MLflow call (seconds).
 PROBE_TIMEOUT_S = 5.0
 
@@ -60,10 +64,17 @@ def tracking_uri() -> str:
 
 
 def artifact_root() -> str | None:
-    """Artifact location for new experiments in the embedded store (None: server default)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (repo_root() / EMBEDDED_DIR / "artifacts").as_uri()
+    """Artifact location for new experiments: beside a local SQLite store, else the server's default (None).
+
+    A ``MLFLOW_TRACKING_URI=sqlite:///path/mlflow.db`` keeps artifacts in ``path/artifacts``
+    instead of MLflow's default ``./mlruns`` in whatever directory the stage ran from.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return (repo_root() / EMBEDDED_DIR / "artifacts").as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return None
 
 
 def git_commit() -> str:
@@ -203,6 +214,10 @@ def stage_run(
     Yields a ``StageRun``; if the tracking store cannot be reached, it yields an
     inactive one carrying the error, so the stage finishes and can record it.
     """
+    if os.environ.get(DISABLE_ENV, "").lower() in ("0", "off", "false", "no"):
+        log.info("MLflow tracking disabled by %s=%s", DISABLE_ENV, os.environ[DISABLE_ENV])
+        yield StageRun(None, None)
+        return
     for k, v in _HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
     commit = git_commit()

@@ -42,7 +42,7 @@ class EpochDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         seed = derive_seed(self.seed, self.epoch, i) if self.transform.random else None
         img = self.transform(self.base.image(i), seed)
-        return {"image": torch.from_numpy(img), "labels": torch.from_numpy(self.labels[i]), "index": i}
+        return {"image": torch.from_numpy(img), "labels": torch.tensor(self.labels[i]), "index": i}
 
 
 class TokenDataset(Dataset):
@@ -58,7 +58,7 @@ class TokenDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.tokens[i], "labels": torch.from_numpy(self.labels[i]), "index": i}
+        return {"image": self.tokens[i], "labels": torch.tensor(self.labels[i]), "index": i}
 
 
 def train_loader(ds: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world_size: int,

@@ -193,6 +193,9 @@ def fit(
             notes.append(msg)
             if info.is_main:
                 log.info(msg)
+                if on_epoch is not None:  # the new tracking run gets the whole curve, not just the tail
+                    for h in history:
+                        on_epoch(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
 
     net: nn.Module = model
     if info.enabled:

@@ -1,12 +1,15 @@
-"""Training outputs besides the weights: history.csv and the learning-curve figure."""
+"""Writing the finetune outputs: weights + meta, score tables, history.csv, metrics.json, run artifacts."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
 
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train/loss", "val/loss", "val/auroc_macro", "val/ap_macro", "lr")
 
@@ -55,3 +58,26 @@ def plot_learning_curves(path: str | Path, history: Sequence[dict[str, float]], 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_outputs(out: Path, model: Any, meta: dict[str, Any], scores: dict[str, np.ndarray],
+                  ids: dict[str, list[str]], history: Sequence[dict[str, float]], summary: dict[str, Any]) -> None:
+    """The stage's outputs in ``out``: model.safetensors + meta.json, scores/<split>.csv, history.csv, metrics.json."""
+    from medvit.data.cache import write_json_atomic
+    from medvit.data.scores import write_scores
+    from medvit.models.classifier import save_classifier
+
+    save_classifier(model, meta, out)
+    for split, s in scores.items():
+        write_scores(out / "scores" / f"{split}.csv", ids[split], s, meta["label_names"])
+    write_history(out / "history.csv", history)
+    write_json_atomic(out / "metrics.json", summary)
+
+
+def write_run_artifacts(folder: Path, history: Sequence[dict[str, float]], label_names: Sequence[str],
+                        config: dict[str, Any], title: str) -> Path:
+    """Learning curves PNG, label names and the finetune config in ``folder`` (for the tracking run)."""
+    plot_learning_curves(folder / "learning_curves.png", history, title)
+    (folder / "label_names.json").write_text(json.dumps(list(label_names), indent=1))
+    (folder / "finetune_params.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+    return folder

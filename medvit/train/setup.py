@@ -69,6 +69,7 @@ def build_training(cfg: Any, domain: str, cache: Path, manifest: Manifest, stats
     datasets: dict[str, Dataset | None] = {}
     if cached:
         # Features of un-augmented images: augmentation and MixUp/CutMix are off in this mode.
+        log.info("cache_frozen_features: frozen-prefix tokens computed once; no augmentation in this mode")
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
             warnings.warn("cache_frozen_features: MixUp/CutMix are disabled (they act on images)", stacklevel=2)
         model.to(info.device).eval()

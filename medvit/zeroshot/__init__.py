@@ -1,1 +1,7 @@
-"""medvit.zeroshot."""
+"""CLIP baselines for the zeroshot stage.
+
+prompts (templates as data, prompts.yaml) -> backends (transformers / open_clip loaders)
+-> preprocess (cache channels -> RGB -> the model's own resize/normalise) -> embed
+(image embeddings, cached on disk) -> scoring (zero-shot) and probe (linear probe);
+baselines ties them together for medvit/stages/zeroshot.py.
+"""

@@ -8,9 +8,12 @@
 Weights are looked up in the local Hugging Face cache first; when the hub cannot be
 reached the loaders run as with ``HF_HUB_OFFLINE=1`` rather than retrying for
 minutes. Missing weights raise ``UserError`` naming the model and the fix, unless
-``allow_random_init`` is set: then a small random architecture (ViT-B/32 at 224 px,
-whatever was configured) is built from its config so the offline demo stays cheap,
-and the run is recorded as ``random-init``.
+``allow_random_init`` is set: then a small random architecture is built from its
+config, whatever was configured, and the run is recorded as ``random-init``. The
+fallback is ViT-B/32 at 112 px (17 tokens, ~1.1 GFLOPs/image; ~20 img/s per CPU
+core): random features carry no zero-shot signal at any size, and 112 px keeps the
+offline demo (~1000 satellite chips) well under two minutes on two cores, where
+224 px would take ~3x longer.
 """
 
 from __future__ import annotations
@@ -33,16 +36,22 @@ from medvit.zeroshot.preprocess import ClipPreprocess
 log = logging.getLogger(__name__)
 
 RANDOM_INIT = "random-init"
-# Random-init fallbacks: ViT-B/32 at 224 px (4.4 GFLOPs/image) instead of e.g. ViT-B/16 (17.6).
+# Random-init fallbacks: ViT-B/32 at 112 px (~1.1 GFLOPs/image) instead of e.g. ViT-B/16 at 224 (17.6).
+RANDOM_INIT_IMAGE_SIZE = 112
 RANDOM_INIT_ARCH = {
-    "transformers": "CLIPConfig() defaults: ViT-B/32 224 px, 12-layer 512-wide text",
-    "open_clip": "ViT-B-32",
+    "transformers": f"CLIPConfig() defaults (ViT-B/32, 12-layer 512-wide text) at {RANDOM_INIT_IMAGE_SIZE} px",
+    "open_clip": f"ViT-B-32 at {RANDOM_INIT_IMAGE_SIZE} px",
 }
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                      "open_clip_pytorch_model.bin")
 _INTERPOLATION = {0: "nearest", 2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic",
                   "nearest": "nearest"}
+
+
+def default_device() -> torch.device:
+    """CUDA when available (fp32 everywhere: CPU bf16 is far slower), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class WeightsMissing(Exception):
@@ -74,15 +83,19 @@ class ClipBackend:
         """CLIP's learned temperature, exp(logit_scale) (100 for OpenAI CLIP)."""
         return float(self.model.logit_scale.detach().exp().item())
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) preprocessed pixels -> (B, D) unnormalised image embeddings."""
-        return self._encode_images(pixels)
+        """(B, 3, S, S) preprocessed pixels -> (B, D) unnormalised image embeddings (on the CPU)."""
+        return self._encode_images(pixels.to(self.device, non_blocking=True)).cpu()
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Prompt strings -> (T, D) unnormalised text embeddings."""
-        return torch.cat([self._encode_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        """Prompt strings -> (T, D) unnormalised text embeddings (on the CPU)."""
+        return torch.cat([self._encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
 
     def describe(self) -> dict[str, Any]:
         """Provenance and preprocessing, for meta.json and MLflow params."""
@@ -183,7 +196,7 @@ def _hf_preprocess(ip: Any, image_size: int) -> ClipPreprocess:
 
 def _transformers_backend(model: nn.Module, processor_ip: Any, tokenizer: Any, model_id: str,
                           weights: str, fingerprint: str, arch: str) -> ClipBackend:
-    model = model.float().eval().requires_grad_(False)
+    model = model.to(default_device()).float().eval().requires_grad_(False)
     max_len = int(model.config.text_config.max_position_embeddings)
 
     def features(out: Any) -> torch.Tensor:
@@ -195,7 +208,9 @@ def _transformers_backend(model: nn.Module, processor_ip: Any, tokenizer: Any, m
 
     def enc_texts(texts: list[str]) -> torch.Tensor:
         tok = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        return features(model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]))
+        dev = next(model.parameters()).device
+        return features(model.get_text_features(input_ids=tok["input_ids"].to(dev),
+                                                attention_mask=tok["attention_mask"].to(dev)))
 
     pre = _hf_preprocess(processor_ip, int(model.config.vision_config.image_size))
     return ClipBackend("transformers", model_id, weights, fingerprint, arch, pre, model, enc_images, enc_texts)
@@ -230,20 +245,22 @@ def load_transformers(model_id: str) -> ClipBackend:
 
 
 def random_transformers(model_id: str, seed: int) -> ClipBackend:
-    """Randomly initialised CLIP from transformers' default config (ViT-B/32, 224 px); no download."""
+    """Randomly initialised CLIP from transformers' default config (ViT-B/32) at 112 px; no download."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+    size = RANDOM_INIT_IMAGE_SIZE
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig())
-    fingerprint = f"transformers:{RANDOM_INIT}:vit-b-32:seed{seed}:torch{torch.__version__}"
-    return _transformers_backend(model, CLIPImageProcessor(), bundled_clip_tokenizer(), model_id, RANDOM_INIT,
+    model = CLIPModel(CLIPConfig(vision_config={"image_size": size}))
+    ip = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    fingerprint = f"transformers:{RANDOM_INIT}:vit-b-32-{size}:seed{seed}:torch{torch.__version__}"
+    return _transformers_backend(model, ip, bundled_clip_tokenizer(), model_id, RANDOM_INIT,
                                  fingerprint, RANDOM_INIT_ARCH["transformers"])
 
 
 # ----------------------------------------------------------------------------- open_clip
 def _open_clip_backend(model: nn.Module, tokenizer: Any, model_id: str, weights: str, fingerprint: str,
                        arch: str) -> ClipBackend:
-    model = model.float().eval().requires_grad_(False)
+    model = model.to(default_device()).float().eval().requires_grad_(False)
     pp = model.visual.preprocess_cfg
     size = pp["size"]
     size = int(max(size)) if isinstance(size, (tuple, list)) else int(size)
@@ -253,7 +270,7 @@ def _open_clip_backend(model: nn.Module, tokenizer: Any, model_id: str, weights:
                          resize_mode=pp.get("resize_mode", "shortest"), fill=float(pp.get("fill_color", 0)))
 
     def enc_texts(texts: list[str]) -> torch.Tensor:
-        return model.encode_text(tokenizer(texts))
+        return model.encode_text(tokenizer(texts).to(next(model.parameters()).device))
 
     return ClipBackend("open_clip", model_id, weights, f"open_clip:{fingerprint}", arch, pre, model,
                        model.encode_image, enc_texts)
@@ -344,15 +361,16 @@ def _open_clip_checkpoint(arch: str, weights: str | None) -> tuple[str, str]:
 
 
 def random_open_clip(model_id: str, seed: int) -> ClipBackend:
-    """Randomly initialised open_clip ViT-B-32 (224 px) with the bundled CLIP tokenizer; no download."""
+    """Randomly initialised open_clip ViT-B-32 at 112 px with the bundled CLIP tokenizer; no download."""
     import open_clip
 
+    size = RANDOM_INIT_IMAGE_SIZE
     torch.manual_seed(seed)
     with _quiet("root"):
-        model = open_clip.create_model(RANDOM_INIT_ARCH["open_clip"])
-    fingerprint = f"{RANDOM_INIT}:vit-b-32:seed{seed}:torch{torch.__version__}"
-    return _open_clip_backend(model, open_clip.get_tokenizer(RANDOM_INIT_ARCH["open_clip"]), model_id,
-                              RANDOM_INIT, fingerprint, RANDOM_INIT_ARCH["open_clip"])
+        model = open_clip.create_model("ViT-B-32", force_image_size=size)
+    fingerprint = f"{RANDOM_INIT}:vit-b-32-{size}:seed{seed}:torch{torch.__version__}"
+    return _open_clip_backend(model, open_clip.get_tokenizer("ViT-B-32"), model_id, RANDOM_INIT, fingerprint,
+                              RANDOM_INIT_ARCH["open_clip"])
 
 
 @contextmanager

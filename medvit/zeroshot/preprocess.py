@@ -97,6 +97,8 @@ class ClipPreprocess:
         if tuple(x.shape[-2:]) == hw:
             return x
         # antialias matches PIL's filtered downsampling; clamp undoes bicubic overshoot (PIL clips to uint8).
+        if self.interpolation == "nearest":
+            return F.interpolate(x, size=hw, mode="nearest")
         return F.interpolate(x, size=hw, mode=self.interpolation, align_corners=False, antialias=True).clamp_(0, 1)
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -110,8 +112,10 @@ class ClipPreprocess:
             ph, pw = self.size - x.shape[-2], self.size - x.shape[-1]
             x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=self.fill)
         else:
-            scale = self.size / min(h, w)
-            x = self._resize(rgb, (max(self.size, round(h * scale)), max(self.size, round(w * scale))))
+            # shortest edge -> size, longest truncated as torchvision/CLIPImageProcessor do: int(size * long / short)
+            short, long = min(h, w), max(h, w)
+            new_long = max(self.size, int(self.size * long / short))
+            x = self._resize(rgb, (self.size, new_long) if h <= w else (new_long, self.size))
         top, left = (x.shape[-2] - self.crop) // 2, (x.shape[-1] - self.crop) // 2
         if top > 0 or left > 0:
             x = x[..., max(top, 0) : max(top, 0) + self.crop, max(left, 0) : max(left, 0) + self.crop]

@@ -99,9 +99,10 @@ def load_prompts(path: str | Path, domain: str, label_names: Sequence[str]) -> P
     where = f"{path}: {domain}.templates"
     pos_t = _str_list(templates.get("positive"), f"{where}.positive")
     neg_t = _str_list(templates.get("negative"), f"{where}.negative")
-    for t in (*pos_t, *neg_t):
+    for t in pos_t:  # a shared negative ("a normal chest x-ray") is fine; a shared positive is not
         if PLACEHOLDER not in t:
-            raise UserError(f"{where}: default template {t!r} lacks {PLACEHOLDER}; every label would get the same prompt")
+            raise UserError(f"{where}.positive: template {t!r} lacks {PLACEHOLDER}; every label would get the "
+                            f"same positive prompt")
     entries = section.get("labels") or {}
     if not isinstance(entries, dict):
         raise UserError(f"{path}: {domain}.labels must be a mapping of label name -> {{name, positive, negative}}")

@@ -60,3 +60,4 @@ def test_discover_models_lists_finetune_then_every_baseline(tmp_path: Path) -> N
     assert list(models) == ["finetune", "clip_zeroshot", "linear_probe"]
     with pytest.raises(FileNotFoundError, match="zeroshot"):
         discover_models(tmp_path / "models", tmp_path / "nothing")
+

@@ -28,11 +28,15 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-@pytest.fixture
-def workspace(tiny_cache: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+@pytest.fixture(params=["medical"])
+def workspace(
+    request: pytest.FixtureRequest, tiny_cache: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
     """Cache (label c has no positive in test; only 2 test images free of burned-in text),
     fine-tuned model + scores, two baselines, params and an empty SQLite tracking store."""
-    cache = tiny_cache(n_groups=40, per_group=2, seed=3)
+    domain = request.param
+    channels = 1 if domain == "medical" else 4
+    cache = tiny_cache(n_groups=40, per_group=2, seed=3, channels=channels)
     frame = pd.read_csv(cache / "manifest.csv")
     test = frame["split"] == "test"
     frame.loc[test, label_column("c")] = 0
@@ -41,8 +45,9 @@ def workspace(tiny_cache: Callable[..., Path], tmp_path: Path, monkeypatch: pyte
     m = read_manifest(cache)
     rng = np.random.default_rng(0)
     models, baselines = tmp_path / "models", tmp_path / "baselines"
-    meta = {"model": "deit3_small_patch16_384", "img_size": 64, "in_chans": 1, "label_names": list(m.label_names),
-            "head": {"hidden_dim": 16, "dropout": 0.0}, "mean": [0.45], "std": [0.25], "weights": "random-init",
+    meta = {"model": "deit3_small_patch16_384", "img_size": 64, "in_chans": channels,
+            "label_names": list(m.label_names), "head": {"hidden_dim": 16, "dropout": 0.0},
+            "mean": [0.45] * channels, "std": [0.25] * channels, "weights": "random-init",
             "pipeline_id": "pid123", "run_id": "ft-run", "data_hash": m.digest(), "params_hash": "x",
             "freeze_blocks": 1, "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}}
     save_classifier(build_classifier(meta), meta, models)
@@ -58,18 +63,21 @@ def workspace(tiny_cache: Callable[..., Path], tmp_path: Path, monkeypatch: pyte
     params.write_text("evaluate:\n  n_bootstrap: 200\n  n_attention_maps: 4\n  threshold_method: f1\n")
     # a store that does not exist yet: a run that reached it would create it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return {"cache": cache, "models": models, "baselines": baselines, "out": tmp_path / "reports", "params": params}
+    return {"cache": cache, "models": models, "baselines": baselines, "out": tmp_path / "reports", "params": params,
+            "domain": domain}
 
 
-def _argv(ws: dict[str, Path]) -> list[str]:
-    return ["evaluate", "--domain", "medical", "--params", str(ws["params"]), "--cache", str(ws["cache"]),
+def _argv(ws: dict) -> list[str]:
+    return ["evaluate", "--domain", ws["domain"], "--params", str(ws["params"]), "--cache", str(ws["cache"]),
             "--finetune", str(ws["models"]), "--baselines", str(ws["baselines"]), "--out", str(ws["out"])]
 
 
-def test_evaluate_stage_end_to_end(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workspace", ["medical", "satellite"], indirect=True)
+def test_evaluate_stage_end_to_end(workspace: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    domain = workspace["domain"]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     # artifacts under tmp_path (the server default would be ./mlruns in the working directory)
-    mlflow.create_experiment("medvit-medical", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.create_experiment(f"medvit-{domain}", artifact_location=(tmp_path / "artifacts").as_uri())
     assert main(_argv(workspace)) == 0
     out = workspace["out"]
     stdout = capsys.readouterr().out
@@ -89,6 +97,13 @@ def test_evaluate_stage_end_to_end(workspace: dict[str, Path], capsys: pytest.Ca
         d = metrics[b]
         assert d["test/auroc_macro_diff"] == pytest.approx(metrics["test/auroc_macro"] - d["test/auroc_macro"])
         assert d["test/auroc_macro_diff_ci_low"] <= d["test/auroc_macro_diff_ci_high"]
+
+    per_label = pd.read_csv(out / "per_label.csv")
+    assert len(per_label) == 3 * 3 and {"auroc", "auroc_ci_low", "threshold", "ece"} <= set(per_label.columns)
+    ft_a = per_label[(per_label["model"] == "finetune") & (per_label["label"] == "a")].iloc[0]
+    assert ft_a["auroc"] == pytest.approx(metrics["test/a/auroc"], abs=1e-5)
+    row = per_label[(per_label["model"] == "clip_zeroshot") & (per_label["label"] == "a")].iloc[0]
+    assert row["auroc_ci_low"] <= row["auroc"] <= row["auroc_ci_high"]
 
     thresholds = _strict_json(out / "thresholds.json")
     assert thresholds["method"] == "f1" and set(thresholds["thresholds"]) == {"a", "b", "c"}
@@ -112,10 +127,10 @@ def test_evaluate_stage_end_to_end(workspace: dict[str, Path], capsys: pytest.Ca
     assert "<table>" in (out / "comparison.html").read_text()
 
     # one MLflow run, linked by pipeline id, with the same metric names and the figures
-    runs = mlflow.search_runs(experiment_names=["medvit-medical"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=[f"medvit-{domain}"], output_format="list")
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.run_name == f"evaluate-medical-{git_commit()[:7]}"
+    assert run.info.run_name == f"evaluate-{domain}-{git_commit()[:7]}"
     tags = run.data.tags
     assert tags["pipeline_id"] == "pid123" and tags["stage"] == "evaluate"
     assert tags["finetune_run_id"] == "ft-run" and tags["zeroshot_run_id"] == "zs-run"
@@ -126,12 +141,13 @@ def test_evaluate_stage_end_to_end(workspace: dict[str, Path], capsys: pytest.Ca
     client = mlflow.MlflowClient()
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/roc.png", "figures/pr.png", "figures/reliability.png"} <= logged
-    assert not any("attention" in p for p in logged)  # medical pixels stay out of the tracking server
+    # medical pixels stay out of the tracking server; satellite overlays are logged
+    assert any("attention" in p for p in logged) == (domain == "satellite")
     top = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"comparison.md", "comparison.html", "metrics.json", "plots"} <= top
 
 
-def test_id_mismatch_fails_with_the_file_named(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_id_mismatch_fails_with_the_file_named(workspace: dict, capsys: pytest.CaptureFixture[str]) -> None:
     bad = workspace["baselines"] / "scores" / "linear_probe" / "test.csv"
     frame = pd.read_csv(bad)
     frame.iloc[1:].to_csv(bad, index=False)

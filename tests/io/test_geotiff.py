@@ -13,6 +13,8 @@ from rasterio.windows import transform as window_transform
 
 from medvit.io.geotiff import RasterReject, chip_geometry, check_label_grid, probe, read_strip
 
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # rasterio's own Affine use
+
 
 def _write(path: Path, data: np.ndarray, **profile: object) -> Path:
     base = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,

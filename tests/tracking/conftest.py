@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,9 +83,20 @@ def make_report(tmp_path: Path) -> Callable[..., Path]:
     return _make
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database with the schema migrated (once per session: migrations take seconds)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> str:
     """A fresh SQLite MLflow store under tmp_path; cwd moves there too, so default artifacts stay in tmp."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
@@ -166,14 +178,16 @@ def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
+def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:
     """A real ``mlflow server`` on a free localhost port (SQLite backend, local artifact root); yields its URI."""
+    shutil.copy(empty_store, tmp_path / "server.db")
     port = free_port()
     proc = start_server(
         ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--default-artifact-root", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
-        tmp_path / "server.log")
+        tmp_path / "server.log",
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job runner: faster start
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc, 120, tmp_path / "server.log")
         yield f"http://127.0.0.1:{port}"

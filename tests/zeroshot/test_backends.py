@@ -116,6 +116,7 @@ def test_random_init_fallback_is_explicit(backend: str, empty_hub: Path, caplog:
     b = load_backend(backend, model, allow_random_init=True, seed=7)
     assert b.weights == RANDOM_INIT and "random-init" in b.fingerprint and "seed7" in b.fingerprint
     assert "RANDOMLY INITIALISED" in caplog.text
-    assert b.preprocess.size == 224  # the small ViT-B/32 fallback at 224 px, whatever was configured
+    assert b.preprocess.size == b.preprocess.crop == 112  # the cheap ViT-B/32 fallback, whatever was configured
+    assert b.encode_images(b.preprocess(torch.rand(1, 3, 64, 64))).shape == (1, 512)
     emb = b.encode_texts(["no effusion", "pleural effusion"])
     assert emb.shape == (2, 512) and torch.isfinite(emb).all()

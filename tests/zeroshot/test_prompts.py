@@ -63,6 +63,7 @@ satellite:
     ("satellite: {}", "no 'medical:' section"),
     ("medical: {templates: {positive: [], negative: ['no {label}']}}", "non-empty list"),
     ("medical: {templates: {positive: ['a photo'], negative: ['no {label}']}}", "lacks {label}"),
+    ("medical: {templates: {positive: ['{label}'], negative: 'no {label}'}}", "list of prompt strings"),
     ("medical: {templates: {positive: ['{label}'], negative: ['no {label}']}, labels: {a: {nmae: x}}}",
      "unknown keys"),
 ])

@@ -1,0 +1,130 @@
+"""Review CLI: approve/reject tags, audit trail, champion alias and refusals, on SQLite and a real tracking server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from mlflow import MlflowClient
+
+from medvit.cli import main
+from medvit.tracking.review import audit_trail
+
+
+NAME = "medvit-medical"
+
+
+def _review(*args: str) -> int:
+    return main(["review", *args, "--domain", "medical"])
+
+
+@pytest.fixture
+def two_versions(
+    tracking: str, make_model: Callable[..., dict], make_report: Callable[..., Path], register: Callable[..., int],
+) -> MlflowClient:
+    """Version 1 and 2 with pretrained provenance, both past the gate; 2 is the candidate."""
+    make_report()
+    for seed in (0, 1):
+        make_model(seed=seed)
+        assert register() == 0
+    return MlflowClient()
+
+
+def test_approve_sets_tags_audit_and_champion(two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client = two_versions
+    assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "matches site read-out") == 0
+    v1 = client.get_model_version(NAME, "1")
+    assert v1.tags["review_status"] == "approved" and v1.tags["reviewer"] == "Dr Lee"
+    assert v1.tags["review_note"] == "matches site read-out" and v1.tags["reviewed_at"].endswith("Z")
+    assert client.get_model_version_by_alias(NAME, "champion").version in (1, "1")
+    [entry] = audit_trail(v1)
+    assert entry["action"] == "approve" and entry["reviewer"] == "Dr Lee" and entry["previous_status"] == "pending"
+    # Approving version 2 moves champion and leaves a trace on version 1; the trail only grows.
+    assert _review("approve", "--version", "2", "--reviewer", "Dr Kim", "--note", "better on nodules") == 0
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    trail = audit_trail(client.get_model_version(NAME, "1"))
+    assert [e["action"] for e in trail] == ["approve", "champion_superseded"]
+    assert trail[1]["reviewer"] == "Dr Kim"
+    assert audit_trail(client.get_model_version(NAME, "2"))[0]["champion_from"] in (1, "1")
+    capsys.readouterr()
+    assert _review("list") == 0
+    out = capsys.readouterr().out
+    assert "champion" in out and "approved" in out and "candidate" in out
+
+
+def test_reject_records_decision_and_removes_champion(two_versions: MlflowClient) -> None:
+    client = two_versions
+    assert _review("approve", "--version", "2", "--reviewer", "Dr Lee", "--note", "ok") == 0
+    assert _review("reject", "--version", "2", "--reviewer", "Dr Kim", "--note", "fails on portable films") == 0
+    v2 = client.get_model_version(NAME, "2")
+    assert v2.tags["review_status"] == "rejected" and v2.tags["reviewer"] == "Dr Kim"
+    assert "champion" not in v2.aliases
+    trail = audit_trail(v2)
+    assert [e["action"] for e in trail] == ["approve", "reject"]
+    assert trail[1]["note"] == "fails on portable films" and trail[1]["champion_removed"] is True
+    assert json.loads(v2.tags["review_audit"]) == trail
+
+
+def test_approve_and_reject_need_reviewer_and_note(
+    two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _review("approve", "--version", "1", "--reviewer", "Dr Lee") == 2
+    assert _review("reject", "--version", "1", "--note", "no") == 2
+    assert "--reviewer NAME and --note TEXT" in capsys.readouterr().err
+    assert two_versions.get_model_version(NAME, "1").tags["review_status"] == "pending"
+
+
+def test_refuses_to_approve_random_init_or_gate_failure(
+    tracking: str, make_model: Callable[..., dict], make_report: Callable[..., Path], register: Callable[..., int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_model(weights="random-init")
+    make_report()
+    assert register() == 0
+    assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "looks fine") == 2
+    assert "random-init" in capsys.readouterr().err
+    client = MlflowClient()
+    # A version that did not pass the gate (here registered by hand around `medvit register`).
+    source = client.get_model_version(NAME, "1").source
+    client.create_model_version(NAME, source, tags={"gate": "refused", "weights": "hub:timm/x",
+                                                    "gate_reason": "refused: AUROC 0.6 below 0.8"})
+    client.create_model_version(NAME, source, tags={"weights": "hub:timm/x"})  # no gate outcome at all
+    assert _review("approve", "--version", "2", "--reviewer", "Dr Lee", "--note", "x") == 2
+    assert "did not pass the quality gate" in capsys.readouterr().err
+    assert _review("approve", "--version", "3", "--reviewer", "Dr Lee", "--note", "x") == 2
+    assert "not registered by `medvit register`" in capsys.readouterr().err
+    with pytest.raises(Exception):
+        client.get_model_version_by_alias(NAME, "champion")
+    # Rejecting is always allowed.
+    assert _review("reject", "--version", "1", "--reviewer", "Dr Lee", "--note", "random init") == 0
+
+
+def test_show_prints_card_tags_and_trail(two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "fine") == 0
+    capsys.readouterr()
+    assert _review("show", "--version", "1") == 0
+    out = capsys.readouterr().out
+    assert "review_status: approved" in out and "approve  by Dr Lee: fine" in out
+    assert "NOT FOR CLINICAL USE UNTIL APPROVED" in out
+    assert _review("show", "--version", "9") == 2
+    assert "version 9" in capsys.readouterr().err
+
+
+def test_review_against_a_remote_tracking_server(
+    tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch,
+    make_model: Callable[..., dict], make_report: Callable[..., Path], register: Callable[..., int],
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    make_model()
+    make_report()
+    assert register() == 0
+    assert json.loads((tmp_path / "registry" / "registration.json").read_text())["tracking_uri"] == mlflow_server
+    assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "remote ok") == 0
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    v = client.get_model_version_by_alias(NAME, "champion")
+    assert str(v.version) == "1" and v.tags["review_status"] == "approved"
+    assert audit_trail(v)[0]["note"] == "remote ok"
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to an embedded store
