@@ -9,7 +9,9 @@
    bounded number of tasks in flight, so peak memory does not grow with the
    data set) and stream every sample into ``ShardWriter``; each file ends up
    with >= 1 manifest rows XOR one ``rejects.csv`` row;
-3. group-aware multi-label stratified splits (``medvit.data.splits``);
+3. group-aware multi-label stratified splits (``medvit.data.splits``); groups
+   are pseudonyms, so the splits are deterministic for ``ingest.seed`` *and* the
+   de-identification key (a new key reshuffles which patient lands where);
 4. train-split statistics (medical: every cached pixel, letterbox padding
    included, since the model sees it; satellite: valid pixels only, and nodata
    pixels are then filled with the train mean, so they normalise to exactly 0);
@@ -39,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,9 @@ from medvit.data.manifest import FIXED_COLUMNS, SPLITS, label_column
 from medvit.data.splits import group_splits
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
 from medvit.errors import UserError
+
+if TYPE_CHECKING:  # the readers are imported lazily, so a medical run never loads rasterio
+    from medvit.io.geotiff import SceneInfo
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +91,43 @@ class TaskResult:
 
 # --------------------------------------------------------------------------- files and labels
 def find_files(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
-    """Every non-hidden regular file under ``root``, sorted; ``exclude`` paths (and below) skipped."""
-    excluded = [p.resolve() for p in exclude]
+    """Every non-hidden regular file under ``root``, sorted; ``exclude`` paths (and below) skipped.
+
+    Paths are compared as absolute paths, not resolved (a symlink to the labels file is an input).
+    """
+    excluded = {os.path.abspath(p) for p in exclude}
     files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.join(dirpath, d) not in excluded)
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            resolved = path.resolve()
-            if any(resolved == e or e in resolved.parents for e in excluded):
-                continue
-            files.append(path)
+            full = os.path.join(dirpath, name)
+            if not name.startswith(".") and full not in excluded:
+                files.append(Path(full))
     return files
+
+
+class StreamingShardWriter(ShardWriter):
+    """``ShardWriter`` whose flush writes each image straight into the shard file.
+
+    Same ``.npy`` bytes as ``np.save(np.stack(images))``, without the stacked
+    copy: peak memory stays at one shard's images instead of two.
+    """
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        path = shard_path(self.cache_dir, self._shard)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(self._buf), *self._buf[0].shape))
+        for i, image in enumerate(self._buf):
+            out[i] = image
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        self._buf = []
+        self._shard += 1
 
 
 def _rows(indices: Iterable[int]) -> str:
@@ -358,7 +386,7 @@ class StripTask:
     key: str
     path: str
     label_path: str | None
-    scene: Any                        # medvit.io.geotiff.SceneInfo
+    scene: SceneInfo
     row0: int
     row1: int
     chips: tuple[tuple[int, int], ...]
@@ -413,7 +441,7 @@ def satellite_task(task: StripTask) -> TaskResult:
     return result
 
 
-def probe_task(task: tuple[str, str, str | None]) -> tuple[str, Any, str | None]:
+def probe_task(task: tuple[str, str, str | None]) -> tuple[str, SceneInfo | None, str | None]:
     """Header check of one scene (and its label raster's grid): (key, SceneInfo or None, reject)."""
     from medvit.io.geotiff import RasterReject, check_label_grid, probe
 
@@ -439,7 +467,7 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
 
 
 def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, state: dict[str, Any],
-                 desc: str, isolate: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+                 desc: str, isolate: Callable[[Any, BaseException], Any], max_chunk: int = 8) -> Iterator[Any]:
     """Ordered map over worker processes with a bounded number of chunks in flight.
 
     Ordered results make the cache byte-identical between runs; the bounded window
@@ -457,7 +485,7 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, s
                 bar.update()
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        size = max(1, min(8, len(tasks) // (workers * 16)))
+        size = max(1, min(max_chunk, len(tasks) // (workers * 16)))
         chunks = [list(tasks[i:i + size]) for i in range(0, len(tasks), size)]
         run = partial(_run_chunk, fn)
         pending: deque[tuple[list[Any], Future]] = deque()
@@ -532,11 +560,15 @@ def ingest(domain: str, raw: Path, labels: Path, out: Path, cfg: IngestConfig,
         UserError: label-file problems, too many rejects, nothing ingested.
         FileNotFoundError: ``raw`` or ``labels`` missing.
     """
-    raw, labels, out = Path(raw), Path(labels), Path(out)
+    raw, labels, out = Path(os.path.abspath(raw)), Path(labels), Path(out)
     if not raw.is_dir():
         raise FileNotFoundError(f"{raw}: raw input folder not found; run the sample stage or pass --raw DIR")
     out.parent.mkdir(parents=True, exist_ok=True)
     tune_malloc()
+    # Leftovers of a killed earlier run (never accepted by DVC: they are not outputs).
+    for stale in [*out.parent.glob(f".{out.name}.ingest-*"), *out.glob(f".{SHARD_DIR}.old-*")]:
+        log.info("removing %s left by an interrupted ingest", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.ingest-", dir=out.parent))
     try:
         if domain == "medical":
@@ -551,6 +583,7 @@ def ingest(domain: str, raw: Path, labels: Path, out: Path, cfg: IngestConfig,
 
 def _ingest_medical(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig,
                     key_dir: Path | None) -> dict[str, Any]:
+    from medvit.io.decoders import syntax_name
     from medvit.io.dicom import DicomOptions
 
     mcfg = cfg.medical
@@ -579,7 +612,7 @@ def _ingest_medical(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig,
                           reject="decoder crashed: the worker process died on this file")
 
     col = _Collected(n_input=len(tasks))
-    writer = ShardWriter(tmp, cfg.shard_size)
+    writer = StreamingShardWriter(tmp, cfg.shard_size)
     workers = _worker_count(cfg.workers, len(tasks))
     for res in parallel_map(medical_task, tasks, workers, state, "ingest medical", isolate):
         _collect(res, writer, col, None)
@@ -588,12 +621,12 @@ def _ingest_medical(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig,
              "deid": {"key_source": key_source, "key_fingerprint": pseudo.fingerprint,
                       "sources_pseudonymised": sum(1 for r in col.rows if r["source"].startswith("pseudo:"))
                       + sum(1 for s, _ in col.rejects if s.startswith("pseudo:"))},
-             "decoders": {f"{ts} {pl}": n for (ts, pl), n in sorted(col.decoders.items())}}
+             "decoders": {f"{syntax_name(ts)}: {pl}": n for (ts, pl), n in sorted(col.decoders.items())}}
     return _finish(tmp, col, table.label_names, cfg, channels=["gray"], size=mcfg.image_size,
                    extra=extra, fill=False, workers=workers)
 
 
-def _plan_strips(key: str, path: str, label_path: str | None, info: Any, t: int, stride: int,
+def _plan_strips(key: str, path: str, label_path: str | None, info: SceneInfo, t: int, stride: int,
                  tile_labels: dict[tuple[int, int], np.ndarray] | None, n_bands: int) -> list[StripTask]:
     """Partition a scene's rows into strips of bounded size; each strip owns the chips starting in it."""
     if tile_labels is None:
@@ -680,13 +713,14 @@ def _ingest_satellite(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig
         log.warning("%s: %d tile(s) extend beyond their scene (ignored)", labels_path,
                     col.counters["tiles_outside_scene"])
 
-    writer = ShardWriter(tmp, cfg.shard_size)
+    writer = StreamingShardWriter(tmp, cfg.shard_size)
     masks = open(tmp / "masks.tmp", "w+b")  # packed nodata masks, read back when filling
     scene: dict[str, Any] = {}
     try:
         for res in parallel_map(satellite_task, tasks, workers, state, "ingest satellite",
                                 lambda t, e: TaskResult(key=t.key, source=t.key,
-                                                        reject="unreadable block: reader crashed")):
+                                                        reject="unreadable block: reader crashed"),
+                                max_chunk=1):  # a strip is already up to _STRIP_BYTES of pixels
             st = scene.setdefault(res.key, {"done": 0, "rows": [], "reject": None, "counters": Counter(),
                                             "written": []})
             st["done"] += 1

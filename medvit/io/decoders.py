@@ -66,6 +66,12 @@ PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
 }
 
 
+def syntax_name(uid: str) -> str:
+    """Human-readable transfer syntax name (PS3.6 Annex A), or the UID when unknown."""
+    name = UID(uid).name
+    return name if name and name != uid else uid
+
+
 def plugin_order(uid: str) -> tuple[str, ...]:
     """Installed, licence-compatible plugins for ``uid`` in the order ingest tries them.
 

@@ -11,8 +11,9 @@ down-converts when a lower opset is asked for.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | Path, ops
     # Batch 2 as the example, so tracing does not specialise the batch dimension to 1.
     example = torch.zeros(2, int(meta["in_chans"]), size, size)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
             model,
             (example,),
@@ -65,6 +66,20 @@ def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | Path, ops
         log.warning("ONNX export asked for opset %d but wrote opset %d", opset, written)
     log.info("exported ONNX (opset %d, dynamic batch) to %s", written, path)
     return path
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Hold the exporter's per-pass INFO logs (one line per graph rewrite) at WARNING."""
+    loggers = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def onnx_opset(path: str | Path) -> int:

@@ -63,13 +63,20 @@ def _metrics_table(finetune: Mapping[str, Any], baselines: Mapping[str, Mapping[
     return lines
 
 
-def _differences(baselines: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _p_value(p: float, n_resamples: Any) -> str:
+    """A bootstrap p-value; 0 means below the resolution 1/B of B resamples."""
+    if p == 0 and n_resamples:
+        return f", p < {1 / float(n_resamples):.2g}"
+    return f", p = {p:.3g}"
+
+
+def _differences(baselines: Mapping[str, Mapping[str, Any]], n_resamples: Any) -> list[str]:
     """Paired-bootstrap differences (fine-tuned minus baseline), when evaluate reported them."""
     out = []
     for name, m in baselines.items():
         for key in ("test/auroc_macro_diff", "test/ap_macro_diff"):
             if key in m:
-                p = f", p = {float(m[key + '_p']):.3g}" if f"{key}_p" in m else ""
+                p = _p_value(float(m[f"{key}_p"]), n_resamples) if f"{key}_p" in m else ""
                 out.append(f"- {key.removeprefix('test/').removesuffix('_diff')} vs {name}: "
                            f"{_with_ci(m, key, signed=True)}{p}")
     return out
@@ -151,7 +158,7 @@ def render_card(
         *_metrics_table(finetune_metrics, baseline_metrics),
         "",
     ]
-    diffs = _differences(baseline_metrics)
+    diffs = _differences(baseline_metrics, finetune_metrics.get("n_bootstrap"))
     if diffs:
         lines += ["Paired differences (fine-tuned minus baseline):", "", *diffs, ""]
     lines += [
@@ -185,6 +192,8 @@ def render_card(
         "```",
         f"mlflow models serve -m models:/{registered_model}@champion --env-manager local",
         "```",
+        "",
+        "(with the embedded store, first `export MLFLOW_TRACKING_URI=sqlite:///.mlflow/mlflow.db` in the repo root)",
         "",
         'POST `/invocations` with `{"inputs": <float32 array (N, C, H, W)>}`; the answer has, per image, '
         "`score:<label>` and `label:<label>` (1 when score >= threshold).",

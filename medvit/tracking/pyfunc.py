@@ -13,6 +13,9 @@ artifacts, never as a cloudpickle of the model:
   the per-label operating points chosen on val by evaluate;
 - ``onnx`` (optional): the ONNX export; not used by ``predict``.
 
+The medvit package itself is logged as ``code_paths``, so a served version runs
+the classifier and preprocessing code it was registered with.
+
 Input: a float32 (N, C, H, W) batch scaled like the ingest cache (the values the
 cache shards hold). Preprocessing is the evaluation transform of
 ``medvit.data.transforms`` (bilinear antialiased resize to img_size, then

@@ -313,10 +313,7 @@ def _pip_requirements() -> list[str]:
     """Pinned runtime requirements of the servable model (no inference: that would load it in a subprocess)."""
     from importlib.metadata import version
 
-    pins = []
-    for dist in ("torch", "timm", "safetensors", "numpy", "pandas"):
-        pins.append(f"{dist}=={version(dist).split('+')[0]}")
-    return pins
+    return [f"{dist}=={version(dist).split('+')[0]}" for dist in ("torch", "timm", "safetensors", "numpy", "pandas")]
 
 
 def log_servable_model(

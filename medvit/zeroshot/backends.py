@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class ClipBackend:
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Prompt strings -> (T, D) unnormalised text embeddings (on the CPU)."""
-        return torch.cat([self._encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
+        chunks = [self._encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)]
+        return torch.cat(chunks)
 
     def describe(self) -> dict[str, Any]:
         """Provenance and preprocessing, for meta.json and MLflow params."""
@@ -116,6 +118,9 @@ def hub_access(timeout: float = 3.0) -> Iterator[bool]:
 
     if constants.HF_HUB_OFFLINE:
         yield False
+        return
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        yield True  # behind a proxy a direct TCP probe says nothing; let huggingface_hub decide
         return
     url = urlparse(constants.ENDPOINT)
     try:

@@ -131,6 +131,7 @@ def test_cli_medical_end_to_end_deidentified(tmp_path: Path) -> None:
     raw = _medical_raw(tmp_path / "raw")
     params, _ = _cfg(tmp_path)
     out = tmp_path / "cache"
+    (tmp_path / ".cache.ingest-killed" / "shards").mkdir(parents=True)  # left by a killed run
     assert main(["ingest", "--domain", "medical", "--params", str(params), "--raw", str(raw),
                  "--out", str(out)]) == 0
 
@@ -409,3 +410,35 @@ def test_a_task_that_kills_its_worker_is_isolated_not_fatal() -> None:
     results = list(ingest_mod.parallel_map(_crashy, list(range(40)), 2, {"key": b"k"}, "test",
                                            isolate=lambda task, err: -1))
     assert results == [-1 if t == 3 else t * 2 for t in range(40)]
+
+
+def test_streaming_shard_writer_writes_the_same_bytes_as_shard_writer(tmp_path: Path) -> None:
+    from medvit.data.cache import ShardWriter, shard_path
+
+    images = [np.random.default_rng(i).random((2, 5, 7), dtype=np.float32) for i in range(7)]
+    plain, streaming = ShardWriter(tmp_path / "a", 3), ingest_mod.StreamingShardWriter(tmp_path / "b", 3)
+    for image in images:
+        assert plain.add(image) == streaming.add(image)
+    plain.flush()
+    streaming.flush()
+    for shard in range(3):
+        assert shard_path(tmp_path / "a", shard).read_bytes() == shard_path(tmp_path / "b", shard).read_bytes()
+    assert not list((tmp_path / "b").rglob("*.tmp"))
+
+
+def test_scene_in_several_strips_with_a_corrupt_later_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _satellite_raw(tmp_path / "raw")
+    # A tiny strip budget: every 16-row chip row becomes its own task (bounded memory for huge scenes).
+    monkeypatch.setattr(ingest_mod, "_STRIP_BYTES", 64 * 4 * 8 * 16)
+    _, cfg = _cfg(tmp_path, max_reject_fraction=0.5, satellite=SAT)
+    report = ingest("satellite", raw, raw / "labels", tmp_path / "out", cfg)
+    rejects = dict(pd.read_csv(tmp_path / "out" / "rejects.csv").itertuples(index=False))
+    assert rejects["scenes/broken.tif"].startswith("unreadable block: rows 48-64")
+    # Its first three strips were written before the bad block was met: cached but never in the manifest.
+    assert report["unreferenced_cache_rows"] == 12
+    frame = read_manifest(tmp_path / "out").frame
+    assert not frame["source"].eq("scenes/broken.tif").any()
+    assert report["n_samples"] == len(frame) == 6 * 16 - 2
+    reader = ShardReader(tmp_path / "out")
+    for shard, index in zip(frame["shard"], frame["index"]):
+        assert reader.get(int(shard), int(index)).shape == (4, 16, 16)

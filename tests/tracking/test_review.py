@@ -101,6 +101,13 @@ def test_refuses_to_approve_random_init_or_gate_failure(
     assert _review("reject", "--version", "1", "--reviewer", "Dr Lee", "--note", "random init") == 0
 
 
+def test_list_without_a_registered_model_is_a_clear_error(tracking: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _review("list") == 2
+    assert "'medvit-medical' not found" in capsys.readouterr().err
+    assert _review("show") == 2
+    assert "needs --version" in capsys.readouterr().err
+
+
 def test_show_prints_card_tags_and_trail(two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]) -> None:
     assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "fine") == 0
     capsys.readouterr()
