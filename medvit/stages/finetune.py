@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
                            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
                            "resumed_from_epoch": result.resumed_from, "optimizer_steps": result.steps,
                            "train_seconds": round(result.train_seconds, 3), "world_size": info.world_size,
+                           "train_images_per_second": round(result.images_seen / max(result.train_seconds, 1e-9), 3),
                            "frozen_feature_cache": setup.cached_features, "run_id": mlrun.run_id,
                            "tracking_error": mlrun.error, "notes": result.notes}
                 write_outputs(out, setup.model, meta, scores, setup.ids, result.history, summary)
