@@ -174,6 +174,9 @@ class FinetuneConfig(_Section):
     num_workers: int = Field(0, ge=0)
     deterministic: bool = True
     cache_frozen_features: bool = False
+    # With cache_frozen_features: 0 = features of un-augmented images; N = a fixed bank of N augmented
+    # views per image (epoch e trains on view e mod N).
+    frozen_feature_views: int = Field(0, ge=0)
     augment: AugmentConfig = AugmentConfig()
 
 

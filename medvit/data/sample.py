@@ -237,8 +237,11 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
     img = body * (0.46 + 0.10 * np.clip(1.0 - (u / bw) ** 2, 0.0, 1.0))  # thicker tissue centrally
 
     # Heart (patient's left = image right), mediastinum, aortic knob and spine.
-    hw = anat.heart_half_width * (1.85 if "cardiomegaly" in findings else 1.0) * rng.uniform(0.96, 1.04)
-    hx, hy, hh = 0.03 + 0.40 * hw, 0.12, 0.095 + 0.12 * hw
+    # Cardiomegaly: a globular heart, much wider and taller (its base stays on the diaphragm).
+    big = "cardiomegaly" in findings
+    hw = anat.heart_half_width * (1.85 if big else 1.0) * rng.uniform(0.96, 1.04)
+    hh = 0.11 * (1.5 if big else 1.0) * rng.uniform(0.96, 1.04)
+    hx, hy = 0.03 + 0.40 * hw, 0.235 - hh
     hu, hv = (u - hx) * 0.94 + (v - hy) * 0.34, -(u - hx) * 0.34 + (v - hy) * 0.94  # apex points down-left
     hr = np.sqrt((hu / hw) ** 2 + (hv / hh) ** 2)
     heart = _soft((hr - 1.0) * min(hw, hh), 2 * px)
@@ -266,8 +269,8 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
         if side in effusion_sides:
             # Fluid fills the base with a meniscus climbing laterally (blunted costophrenic angle).
             base = -0.03 + anat.lung_half_height
-            level = base - rng.uniform(0.36, 0.48) * 2 * anat.lung_half_height \
-                - 0.09 * np.clip((side * du + 1.0) / 2.0, 0.0, 1.0) ** 2
+            level = base - rng.uniform(0.30, 0.42) * 2 * anat.lung_half_height \
+                - 0.14 * np.clip((side * du + 1.0) / 2.0, 0.0, 1.0) ** 2
             fluid = _soft(level - v, 6 * px)
             la *= 1.0 - fluid
             mk *= 1.0 - fluid

@@ -46,7 +46,11 @@ class EpochDataset(Dataset):
 
 
 class TokenDataset(Dataset):
-    """Precomputed frozen-prefix tokens (N, T, D) with their labels (``cache_frozen_features``)."""
+    """Precomputed frozen-prefix tokens with their labels (``cache_frozen_features``).
+
+    ``tokens`` is (N, T, D), or (V, N, T, D) for a bank of V augmented views of
+    which epoch e uses view e mod V.
+    """
 
     def __init__(self, tokens: torch.Tensor, labels: np.ndarray, ids: list[str]) -> None:
         self.tokens = tokens
@@ -58,7 +62,8 @@ class TokenDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.tokens[i], "labels": torch.tensor(self.labels[i]), "index": i}
+        tokens = self.tokens[self.epoch % len(self.tokens), i] if self.tokens.ndim == 4 else self.tokens[i]
+        return {"image": tokens, "labels": torch.tensor(self.labels[i]), "index": i}
 
 
 def train_loader(ds: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world_size: int,

@@ -113,7 +113,7 @@ def evaluate(model: nn.Module, ds: Dataset, loss_fn: nn.Module, batch_size: int,
     dev = next(loss_fn.buffers(), torch.empty(0)).device
     with torch.no_grad():
         loss = float(loss_fn(torch.from_numpy(logits).float().to(dev), torch.from_numpy(labels).to(dev)).item())
-    scores = 1.0 / (1.0 + np.exp(-logits))
+    scores = torch.sigmoid(torch.from_numpy(logits)).numpy()  # float64, no overflow warnings
     metrics = {f"{prefix}loss": loss, **summary(labels, scores, prefix=prefix)}
     return metrics, scores
 
@@ -125,7 +125,8 @@ def _monitor(metrics: dict[str, float]) -> float:
 
 def _identity_matches(ckpt: dict[str, Any], identity: dict[str, Any]) -> str | None:
     """None when the checkpoint belongs to this run, else why not."""
-    for key in ("params_hash", "data_hash"):
+    # world_size too: it changes the per-rank batches, hence the step count the schedule was built for.
+    for key in ("params_hash", "data_hash", "world_size"):
         if ckpt.get(key) != identity.get(key):
             return f"{key} differs (checkpoint {ckpt.get(key)}, now {identity.get(key)})"
     return None

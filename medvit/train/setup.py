@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -67,20 +68,32 @@ def build_training(cfg: Any, domain: str, cache: Path, manifest: Manifest, stats
     if cfg.cache_frozen_features and not model.frozen:
         warnings.warn("finetune.cache_frozen_features needs freeze_blocks > 0; ignored", stacklevel=2)
     datasets: dict[str, Dataset | None] = {}
+    train_tf = train_transform(domain, cfg.augment, img_size, mean, std)
     if cached:
-        # Features of un-augmented images: augmentation and MixUp/CutMix are off in this mode.
-        log.info("cache_frozen_features: frozen-prefix tokens computed once; no augmentation in this mode")
+        # The prefix runs once per image (or per view of the bank); MixUp/CutMix act on images, so they are off.
+        views = cfg.frozen_feature_views
+        log.info("cache_frozen_features: frozen-prefix tokens computed once (%s)",
+                 f"{views} augmented views" if views else "no augmentation")
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
             warnings.warn("cache_frozen_features: MixUp/CutMix are disabled (they act on images)", stacklevel=2)
         model.to(info.device).eval()
         for s, base in splits.items():
-            ds = EpochDataset(base, ev, cfg.seed)
-            datasets[s] = TokenDataset(frozen_tokens(model, ds, cfg.batch_size, info.device), base.labels,
-                                       base.ids) if len(base) else None
+            if not len(base):
+                datasets[s] = None
+                continue
+            if s == "train" and views:
+                banks = []
+                for v in range(views):
+                    ds = EpochDataset(base, train_tf, cfg.seed)
+                    ds.epoch = v  # view v draws the augmentation of "epoch" v
+                    banks.append(frozen_tokens(model, ds, cfg.batch_size, info.device))
+                tokens = torch.stack(banks)  # (V, N, T, D)
+            else:
+                tokens = frozen_tokens(model, EpochDataset(base, ev, cfg.seed), cfg.batch_size, info.device)
+            datasets[s] = TokenDataset(tokens, base.labels, base.ids)
         model.cpu()
     else:
-        datasets["train"] = EpochDataset(splits["train"], train_transform(domain, cfg.augment, img_size, mean, std),
-                                         cfg.seed)
+        datasets["train"] = EpochDataset(splits["train"], train_tf, cfg.seed)
         for s in ("val", "test"):
             datasets[s] = EpochDataset(splits[s], ev, cfg.seed) if len(splits[s]) else None
     pos_weight = pos_weight_from(manifest.labels("train")) if cfg.loss.pos_weight else None

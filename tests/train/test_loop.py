@@ -105,3 +105,16 @@ def test_cached_frozen_features_train_same_head_shapes(tiny_cache, tiny_cfg, tmp
     result = fit(s.model, s.train, s.val, cfg, s.loss, info=INFO, ckpt_dir=tmp_path / "ck", identity=IDENTITY)
     assert np.isfinite(result.history[0]["val/loss"])
     assert torch.equal(before, s.model.state_dict()["backbone.blocks.0.mlp.fc1.weight"])
+
+
+def test_frozen_feature_bank_of_augmented_views(tiny_cache, tiny_cfg) -> None:
+    cache = tiny_cache()
+    cfg = tiny_cfg(cache_frozen_features=True, frozen_feature_views=2)
+    s = _setup(cache, cfg)
+    views = []
+    for epoch in range(3):
+        s.train.epoch = epoch
+        views.append(s.train[0]["image"])
+    assert not torch.equal(views[0], views[1])  # two different augmented views
+    assert torch.equal(views[0], views[2])  # epoch 2 reuses view 0
+    assert s.val[0]["image"].shape == views[0].shape
