@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,8 @@ from medvit.data.cache import ShardWriter, write_json_atomic
 from medvit.data.manifest import label_column
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# Shared test helpers (tests/servers.py) are imported by name from conftest files.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def make_tiny_cache(

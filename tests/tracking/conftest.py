@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +13,7 @@ import torch
 import yaml
 
 from medvit.cli import main
+from servers import free_port, start_mlflow_server, start_server, stop_server, wait_http
 from medvit.models.classifier import build_classifier, save_classifier
 
 LABELS = ["effusion", "nodule", "pneumothorax"]
@@ -116,46 +112,6 @@ def register(tmp_path: Path) -> Callable[..., int]:
     return _run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail with the server log if it dies or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def start_server(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group (so teardown can end it and its workers)."""
-    with open(log, "w") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL it after 10 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture
 def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """Factory: ``model_server(model_uri)`` runs ``mlflow models serve --env-manager local`` and returns its URL."""
@@ -181,15 +137,8 @@ def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:
     """A real ``mlflow server`` on a free localhost port (SQLite backend, local artifact root); yields its URI."""
     shutil.copy(empty_store, tmp_path / "server.db")
-    port = free_port()
-    proc = start_server(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        tmp_path / "server.log",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job runner: faster start
+    uri, proc = start_mlflow_server(tmp_path / "server.db", tmp_path / "server-artifacts", tmp_path / "server.log", 120)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc, 120, tmp_path / "server.log")
-        yield f"http://127.0.0.1:{port}"
+        yield uri
     finally:
         stop_server(proc)
