@@ -278,7 +278,7 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
         if side == ptx_side:
             # Air between chest wall and collapsed lung: dark, no vessel markings, thin pleural line.
             # The lung collapses towards the hilum: a smaller copy of its outline, shifted medially down.
-            k = rng.uniform(0.45, 0.58)
+            k = rng.uniform(0.40, 0.52)
             cu, cv = (du + side * (1.0 - k)) / k, (dv - (1.0 - k)) / k
             cr = np.sqrt(cu**2 + cv**2)
             space = _soft((1.0 - cr) * k * anat.lung_half_width, 1.5 * px) * lung
@@ -288,7 +288,7 @@ def chest_radiograph(rng: np.random.Generator, size: int, findings: Collection[s
             extra += -0.26 * space + 0.20 * pleura + 0.04 * (1.0 - space) * lung
         air += la
         marks += mk
-    img += marks - 0.31 * air + extra
+    img += marks - 0.28 * air + extra
 
     if "nodule" in findings:
         lungs = (air > 0.9) & (heart < 0.1) & (collapsed < 0.1)
