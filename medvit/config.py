@@ -97,6 +97,8 @@ class IngestSatellite(_Section):
     min_label_fraction: float = Field(0.05, ge=0, le=1)
     max_nodata_fraction: float = Field(0.5, ge=0, le=1)
     scale: float | None = Field(None, gt=0)  # DN -> reflectance; null: 1/255 uint8, 1/10000 (u)int16, 1 float
+    # Split groups: null = whole scenes; N = spatial blocks of N x N pixels within a scene (for few scenes).
+    group_block: int | None = Field(None, ge=8)
 
     @model_validator(mode="after")
     def _bands_named(self) -> "IngestSatellite":

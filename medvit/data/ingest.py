@@ -434,7 +434,11 @@ def satellite_task(task: StripTask) -> TaskResult:
             labels = task.tile_labels[(y, x)]  # type: ignore[index]
         image = np.ascontiguousarray(img)
         mask = None if ok.all() else np.packbits(~ok).tobytes()
-        meta = {"id": f"{stem}_{y:05d}_{x:05d}", "group": stem, "source": task.key, "scene": stem,
+        # Split group: the scene, or its spatial block (chips overlapping a block edge when stride <
+        # tile_size can share border pixels with the neighbouring block; use block >> tile_size).
+        block = cfg.group_block
+        group = stem if block is None else f"{stem}_b{y // block:03d}_{x // block:03d}"
+        meta = {"id": f"{stem}_{y:05d}_{x:05d}", "group": group, "source": task.key, "scene": stem,
                 "y": y, "x": x, **chip_geometry(task.scene, y, x, t), "scale": task.scene.scale,
                 "nodata_fraction": round(float(1.0 - pixel_ok.mean()), 6)}
         result.samples.append(Sample(image=image, meta=meta, labels=labels, sums=_sums(image, ok), mask=mask))

@@ -1,0 +1,234 @@
+"""End to end: real `dvc repro` of the whole pipeline in a temporary git repo on a tiny config.
+
+One module-scoped run (sample -> ingest -> finetune -> zeroshot -> evaluate -> register, both
+domains, a tiny DeiT3 and tiny local CLIPs through the real loaders, the embedded SQLite MLflow
+store), then checks of what a user sees: outputs, a no-op second repro, targeted re-runs, a real
+`mlflow server` over the store, `dvc exp run -S`, a local DVC remote, and the notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+import yaml
+
+from servers import start_mlflow_server, stop_server
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = ("medical", "satellite")
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_clip_transformers(out: Path) -> Path:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from medvit.zeroshot.backends import bundled_clip_tokenizer
+
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(out)
+    ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=ip, tokenizer=bundled_clip_tokenizer()).save_pretrained(out)
+    return out
+
+
+def _tiny_clip_open_clip(out: Path) -> Path:
+    import open_clip
+    from safetensors.torch import save_file
+
+    model_cfg = {"embed_dim": 16,
+                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}}))
+    torch.manual_seed(1)
+    model = open_clip.CLIP(**model_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+    return out
+
+
+def tiny_params(clip_hf: Path, clip_oc: Path) -> dict[str, Any]:
+    """The repo's params.yaml shrunk to seconds per stage."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["sample"]["medical"].update(n_patients=12, images_per_patient=2, image_size=64, burned_in=1)
+    p["sample"]["satellite"].update(n_scenes=3, scene_size=128, tile_size=32, stride=32)
+    p["ingest"]["medical"]["image_size"] = 32
+    p["ingest"]["satellite"].update(tile_size=32, stride=32, group_block=64)  # 3 scenes: split by spatial block
+    p["finetune"].update(model="deit3_small_patch16_384", model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},
+                         img_size=32, freeze_blocks=1, epochs=2, batch_size=8, early_stopping_patience=2)
+    p["zeroshot"]["allow_random_init"] = False  # the tiny CLIPs load through the real local loaders
+    p["zeroshot"]["medical"] = {"backend": "transformers", "model": str(clip_hf), "rgb": "replicate"}
+    p["zeroshot"]["satellite"] = {"backend": "open_clip", "model": f"local-dir:{clip_oc}", "rgb": "bands",
+                                  "rgb_bands": ["B4", "B3", "B2"]}
+    p["evaluate"].update(n_bootstrap=50, n_attention_maps=1)
+    p["register"].update(min_auroc=0.0, min_margin=-1.0)  # the tiny model must pass the gate to be registered
+    return p
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh git+DVC copy of this repo with the tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("e2e")
+    repo = root / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("data/raw", "data/cache", "models/", "baselines/", "reports/")):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    params = tiny_params(_tiny_clip_transformers(root / "clip-hf"), _tiny_clip_open_clip(root / "clip-oc"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MEDVIT_"))}
+    env.update(HF_HUB_OFFLINE="1", MEDVIT_CACHE_DIR=str(root / "emb-cache"), GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
+    run(["git", "init", "-q"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
+    run(["dvc", "repro"], repo, env, timeout=1200)
+    run(["git", "add", "dvc.lock"], repo, env)
+    run(["git", "commit", "-qm", "repro"], repo, env)
+    yield repo, env
+
+
+def test_every_stage_wrote_its_outputs(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, _ = pipeline
+    for d in DOMAINS:
+        report = json.loads((repo / "data" / "cache" / d / "report.json").read_text())
+        assert report["n_input"] == report["n_ingested"] + report["n_rejected"] and report["n_samples"] > 0
+        ft = json.loads((repo / "models" / d / "metrics.json").read_text())
+        assert "test/auroc_macro" in json.dumps(ft)
+        assert (repo / "models" / d / "model.safetensors").stat().st_size > 0
+        for b in ("clip_zeroshot", "linear_probe"):
+            assert (repo / "baselines" / d / "scores" / b / "test.csv").is_file()
+        metrics = json.loads((repo / "reports" / d / "metrics.json").read_text())
+        assert 0.0 <= metrics["test/auroc_macro"] <= 1.0 and "test/auroc_macro_ci_low" in metrics
+        record = json.loads((repo / "reports" / d / "registry" / "registration.json").read_text())
+        assert record["version"] is not None
+
+
+def test_second_repro_is_a_no_op(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, env = pipeline
+    out = run(["dvc", "repro"], repo, env).stdout
+    assert "Running stage" not in out, out
+
+
+def test_evaluate_param_change_reruns_only_evaluate_and_register(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, env = pipeline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["n_bootstrap"] = 40
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = run(["dvc", "repro", "--dry"], repo, env).stdout
+        ran = {line.split("'")[1].split("@")[0] for line in out.splitlines() if line.startswith("Running stage")}
+        assert ran == {"evaluate", "register"}, out
+    finally:
+        run(["git", "checkout", "params.yaml"], repo, env)
+
+
+def test_mlflow_server_shows_linked_runs_figures_and_registry(pipeline: tuple[Path, dict[str, str]],
+                                                              tmp_path: Path) -> None:
+    repo, _ = pipeline
+    uri, proc = start_mlflow_server(repo / ".mlflow" / "mlflow.db", repo / ".mlflow" / "artifacts", tmp_path / "ui.log")
+
+    def api(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        req = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    try:
+        exps = {e["name"]: e["experiment_id"] for e in api("experiments/search", {"max_results": 100})["experiments"]}
+        assert {"medvit-medical", "medvit-satellite"} <= set(exps)
+        for d in DOMAINS:
+            runs = api("runs/search", {"experiment_ids": [exps[f"medvit-{d}"]], "max_results": 100})["runs"]
+            by_stage: dict[str, dict[str, Any]] = {}
+            for r in runs:
+                tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+                by_stage.setdefault(tags["stage"], {**r, "tags": tags})
+            assert {"finetune", "zeroshot", "evaluate", "register"} <= set(by_stage)
+            pids = {by_stage[s]["tags"]["pipeline_id"] for s in ("finetune", "zeroshot", "evaluate")}
+            assert len(pids) == 1, pids
+            for s in ("finetune", "zeroshot", "evaluate"):
+                assert by_stage[s]["data"].get("metrics"), f"{s} run has no metrics"
+                assert by_stage[s]["tags"]["mlflow.runName"].startswith(f"{s}-{d}-")
+            ev = by_stage["evaluate"]["info"]["run_id"]
+            arts = api(f"artifacts/list?run_id={ev}&path=figures").get("files", [])
+            assert any(a["path"].endswith(".png") for a in arts), arts
+            model = api(f"registered-models/get?name=medvit-{d}")["registered_model"]
+            assert any(a["alias"] == "candidate" for a in model.get("aliases", []))
+            version = model["aliases"][0]["version"]
+            mv = api(f"model-versions/get?name=medvit-{d}&version={version}")["model_version"]
+            tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
+            assert tags["review_status"] == "pending" and tags["weights"] == "random-init"
+            assert "NOT FOR CLINICAL USE" in mv["description"].upper()
+    finally:
+        stop_server(proc)
+
+
+def test_exp_run_with_set_param_lists_metrics(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, env = pipeline
+    run(["dvc", "exp", "run", "-S", "evaluate.ece_bins=5"], repo, env)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    text = json.dumps(shown)
+    assert "evaluate.ece_bins" in text or "ece_bins" in text
+    assert "test/auroc_macro" in text
+
+
+def test_local_dvc_remote_push_and_pull(pipeline: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo, env = pipeline
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "--local", "e2e", str(remote)], repo, env)
+    run(["dvc", "push", "-r", "e2e"], repo, env)
+    assert any(remote.rglob("*")), "push wrote nothing to the remote"
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    run(["dvc", "remote", "add", "-f", "--local", "e2e", str(remote)], clone, env)
+    run(["dvc", "pull", "-r", "e2e"], clone, env)
+    for d in DOMAINS:
+        assert (clone / "models" / d / "model.safetensors").read_bytes() == \
+            (repo / "models" / d / "model.safetensors").read_bytes()
+        assert (clone / "data" / "cache" / d / "manifest.csv").is_file()
+
+
+@pytest.mark.parametrize("notebook", ["01_data_exploration.ipynb", "02_run_comparison.ipynb"])
+def test_notebooks_execute_against_the_pipeline(pipeline: tuple[Path, dict[str, str]], notebook: str) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    repo, env = pipeline
+    nb = nbformat.read(repo / "notebooks" / notebook, as_version=4)
+    old = dict(os.environ)
+    os.environ["MEDVIT_ROOT"] = str(repo)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(repo)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
+    assert not any(o.get("output_type") == "error" for o in outputs)
+
