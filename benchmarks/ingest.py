@@ -34,6 +34,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _figures  # after the sys.path line: benchmarks/ is not a package
+
 _DRIVER = r"""
 import json, sys, time
 from pathlib import Path
@@ -202,8 +205,18 @@ def main() -> int:
         # CPU-time model, independent of other load: on an idle machine the parallel run takes about as
         # long as its busiest process (the main process, or one worker's share of the worker CPU time).
         ideal = one["cpu_main"] / max(many["cpu_main"], many["cpu_workers"] / cores)
+        ideal_bare = ideal * one['cpu_main'] ** -1 * bare['cpu_main'] * one['files'] / bare['files']
         print(f"estimate for an idle machine (CPU-time model): speed-up {ideal:.2f}, "
-              f"vs bare loop {ideal * one['cpu_main'] ** -1 * bare['cpu_main'] * one['files'] / bare['files']:.2f}")
+              f"vs bare loop {ideal_bare:.2f}")
+        x1 = f"{args.n} x {args.size}px"
+        _figures.emit("ingest", f"files/s, bare pydicom loop ({x1})", bare["files_per_s"], "files/s")
+        _figures.emit("ingest", f"files/s, ingest 1 worker ({x1})", one["files_per_s"], "files/s")
+        _figures.emit("ingest", f"files/s, ingest all {cores} cores ({x1})", many["files_per_s"], "files/s")
+        _figures.emit("ingest", f"speed-up all {cores} cores / 1 worker", checks[0][1], "x", ">= 1.7")
+        _figures.emit("ingest", f"peak RSS x{args.factor} / x1 (all cores)", checks[1][1], "x", "<= 1.2")
+        _figures.emit("ingest", "files/s ingest all cores / bare pydicom loop", checks[2][1], "x", ">= 0.8")
+        _figures.emit("ingest", "speed-up, idle-machine estimate (CPU-time model)", ideal, "x")
+        _figures.emit("ingest", "vs bare loop, idle-machine estimate (CPU-time model)", ideal_bare, "x")
         return 0
     finally:
         if not args.keep:

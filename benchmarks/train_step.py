@@ -16,6 +16,7 @@ data loader >= 5x train img/s; frozen-feature cache >= 1.8x faster epochs at 3/4
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ from medvit.models.head import MultiLabelHead
 from medvit.train.data import EpochDataset, train_loader
 from medvit.train.loss import build_loss
 from medvit.train.optimizer import build_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _figures  # after the sys.path line: benchmarks/ is not a package
 
 NUM_LABELS = 8
 
@@ -191,6 +195,21 @@ def main() -> None:
           f"({fastest:.2f} img/s) [>= 5x]")
     print(f"  frozen-feature cache, {name} 3/4 frozen: {uncached:.3f} -> {cached:.3f} s/step = "
           f"{uncached / cached:.2f}x faster epochs [>= 1.8x] (one-off prefix pass {prefix / batch:.3f} s/img)")
+
+    _figures.emit("train_step", "fp32 GEMM peak (max of all measurements)", peak, "GFLOP/s")
+    for n, r in results.items():
+        b = args.batch[min(args.models.index(n), len(args.batch) - 1)]
+        tag = f"{n.removesuffix('_patch16_384')} {args.img_size}px b{b}"
+        half = f"{r['depth'] // 2:.0f}/{r['depth']:.0f}"
+        _figures.emit("train_step", f"train img/s full, {tag}", r["full_img_s"], "img/s")
+        _figures.emit("train_step", f"train img/s {half} frozen, {tag}", r["half_img_s"], "img/s")
+        _figures.emit("train_step", f"half-frozen / full step time, {tag}", r["half_over_full"], "x", "<= 0.55")
+        _figures.emit("train_step", f"MFU full, {tag}", r["full_mfu"], "", ">= 0.65")
+        _figures.emit("train_step", f"MFU {half} frozen, {tag}", r["half_mfu"], "", ">= 0.65")
+    _figures.emit("train_step", f"data loader img/s ({args.img_size}px, medical augmentation)", loader, "img/s")
+    _figures.emit("train_step", "data loader / fastest train img/s", loader / fastest, "x", ">= 5")
+    _figures.emit("train_step", f"frozen-feature cache speed-up, {name.removesuffix('_patch16_384')} 3/4 frozen",
+                  uncached / cached, "x", ">= 1.8")
 
 
 if __name__ == "__main__":
