@@ -13,8 +13,7 @@ from pathlib import Path
 ROOT = Path(os.environ.get("MEDVIT_ROOT", Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()))
 DOMAINS = [d for d in ("medical", "satellite") if (ROOT / "data" / "cache" / d / "manifest.csv").exists()]
 assert DOMAINS, f"no ingest cache under {ROOT}/data/cache: run `dvc repro` first"
-import matplotlib
-matplotlib.use("Agg")
+%matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -135,12 +134,11 @@ for d in DOMAINS:
     ax.axvline(0.5, color="grey", lw=0.5)
     ax.set_title(f"{d}: test macro AUROC")
     plt.show()'''),
-        nbf.v4.new_markdown_cell("## Per-label test AUROC with 95% CIs (from the evaluate stage's metrics)"),
-        nbf.v4.new_code_cell('''from medvit.evaluate.report import per_label_table
-
-for d in DOMAINS:
-    table = per_label_table(ROOT / "reports" / d / "metrics.json")
-    display(table.round(3))
+        nbf.v4.new_markdown_cell("## Per-label test AUROC with 95% CIs (the evaluate stage's `per_label.csv`)"),
+        nbf.v4.new_code_cell('''for d in DOMAINS:
+    table = pd.read_csv(ROOT / "reports" / d / "per_label.csv")
+    table = table.rename(columns={"auroc_ci_low": "ci_low", "auroc_ci_high": "ci_high"})
+    display(table[["model", "label", "auroc", "ci_low", "ci_high"]].round(3))
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(table) + 1))
     for k, (model, sub) in enumerate(table.groupby("model")):
         y = np.arange(len(sub)) + 0.2 * k
