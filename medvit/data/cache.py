@@ -14,12 +14,12 @@ Shards are plain ``.npy`` so ``np.load(mmap_mode="r")`` maps them without a copy
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medvit.io.atomic import atomic_open
 
 SHARD_DIR = "shards"
 
@@ -62,10 +62,8 @@ class ShardWriter:
         if not self._buf:
             return
         path = shard_path(self.cache_dir, self._shard)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.save(f, np.stack(self._buf))
-        os.replace(tmp, path)
         self._buf = []
         self._shard += 1
 
@@ -92,13 +90,9 @@ class ShardReader:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_stats(cache_dir: str | Path) -> dict[str, Any]:

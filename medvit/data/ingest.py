@@ -53,6 +53,7 @@ from medvit.data.manifest import FIXED_COLUMNS, SPLITS, label_column
 from medvit.data.splits import group_splits
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
 from medvit.errors import UserError
+from medvit.io.atomic import atomic_open, atomic_path
 
 if TYPE_CHECKING:  # the readers are imported lazily, so a medical run never loads rasterio
     from medvit.io.geotiff import SceneInfo
@@ -118,14 +119,13 @@ class StreamingShardWriter(ShardWriter):
         if not self._buf:
             return
         path = shard_path(self.cache_dir, self._shard)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(self._buf), *self._buf[0].shape))
-        for i, image in enumerate(self._buf):
-            out[i] = image
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(len(self._buf), *self._buf[0].shape))
+            for i, image in enumerate(self._buf):
+                out[i] = image
+            out.flush()
+            del out
         self._buf = []
         self._shard += 1
 
@@ -395,7 +395,12 @@ class StripTask:
 
 def satellite_task(task: StripTask) -> TaskResult:
     """Read one strip of a scene, cut its chips, label them, drop mostly-nodata chips."""
-    from medvit.io.geotiff import RasterReject, chip_geometry, read_label_strip, read_strip
+    from medvit.io.geotiff import (
+        RasterReject,
+        chip_geometry,
+        read_label_strip,
+        read_strip,
+    )
 
     cfg = _STATE["satellite"]
     t, names = cfg.tile_size, _STATE["label_names"]
@@ -871,10 +876,8 @@ def _fill_nodata(tmp: Path, locs: dict[tuple[int, int], tuple[int, int]], masks:
             bits = np.unpackbits(np.frombuffer(masks.read(length), np.uint8))
             bad = bits[: arr[index].size].reshape(arr[index].shape).astype(bool)  # (C, H, W) nodata
             arr[index][bad] = np.broadcast_to(fill[:, None, None], arr[index].shape)[bad]
-        fd, name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.save(f, arr)
-        os.replace(name, path)
 
 
 def publish(tmp: Path, out: Path) -> None:

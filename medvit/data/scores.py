@@ -11,14 +11,14 @@ Files are named ``<out>/<split>.csv`` (split is ``val`` or ``test``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from medvit.io.atomic import atomic_open
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,8 @@ def write_scores(path: str | Path, ids: Sequence[str], scores: np.ndarray, label
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(scores, columns=list(label_names))
     frame.insert(0, "id", list(ids))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         frame.to_csv(f, index=False, float_format="%.6g")
-    os.replace(tmp, path)
 
 
 def read_scores(path: str | Path) -> ScoreTable:

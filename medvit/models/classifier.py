@@ -15,8 +15,6 @@ and returns (B, L) logits; scores are their sigmoid.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medvit.io.atomic import atomic_open, atomic_path
 from medvit.models.backbone import embed, freeze
 from medvit.models.head import MultiLabelHead
 
@@ -112,15 +111,11 @@ def save_classifier(model: nn.Module, meta: Mapping[str, Any], model_dir: str | 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=model_dir, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata={"format": "pt"})
-    os.replace(tmp, model_dir / WEIGHTS_FILE)
-    fd, tmp = tempfile.mkstemp(dir=model_dir, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_open(model_dir / META_FILE, "w") as f:
         json.dump(dict(meta), f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, model_dir / META_FILE)
 
 
 def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:

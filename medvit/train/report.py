@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from medvit.io.atomic import atomic_open
 
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train/loss", "val/loss", "val/auroc_macro", "val/ap_macro", "lr")
 
 
 def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> None:
     """One row per epoch (``HISTORY_COLUMNS``; missing values left empty), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(HISTORY_COLUMNS)
         for row in history:
             w.writerow([_fmt(row.get(c)) for c in HISTORY_COLUMNS])
-    os.replace(tmp, path)
 
 
 def _fmt(v: float | None) -> str:

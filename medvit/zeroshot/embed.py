@@ -16,9 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from medvit.data.dataset import CacheDataset
+from medvit.io.atomic import atomic_open
 from medvit.zeroshot.backends import ClipBackend
 from medvit.zeroshot.preprocess import RgbMapping
 
@@ -68,10 +67,8 @@ class EmbeddingCache:
         (self.dir / "key.json").write_text(json.dumps(self.key, indent=2, sort_keys=True))
         for name, write in ((f"{split}.npy", lambda f: np.save(f, emb)),
                             (f"{split}.ids", lambda f: f.write("".join(f"{i}\n" for i in ids).encode()))):
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_open(self.dir / name, "wb") as f:
                 write(f)
-            os.replace(tmp, self.dir / name)
 
 
 def embed_dataset(backend: ClipBackend, dataset: CacheDataset, rgb: RgbMapping, batch_size: int,

@@ -1,0 +1,48 @@
+"""Atomic writes: readable like a plain open(), and nothing half-written on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medvit.data.cache import write_json_atomic
+from medvit.data.scores import write_scores
+from medvit.io.atomic import atomic_open, atomic_path
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_outputs_get_the_umask_mode_not_mkstemps_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a" / "report.json", {"n": 1})
+        write_scores(tmp_path / "scores.csv", ["x"], np.array([[0.5]]), ["l"])
+        with atomic_path(tmp_path / "w.bin") as tmp:
+            tmp.write_bytes(b"abc")
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "a" / "report.json", tmp_path / "scores.csv", tmp_path / "w.bin"):
+        assert _mode(p) == 0o644, (p, oct(_mode(p)))
+    assert json.loads((tmp_path / "a" / "report.json").read_text()) == {"n": 1}
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_atomic_open_refuses_append_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"), atomic_open(tmp_path / "x", "a"):
+        pass
