@@ -149,6 +149,19 @@ class AugmentConfig(_Section):
     satellite: AugmentSatellite = AugmentSatellite()
 
 
+class FinetuneDomain(_Section):
+    """Per-domain overrides of the training schedule (``finetune.domains.<domain>``); unset keys inherit."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    warmup_epochs: float | None = Field(None, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    freeze_blocks: int | None = Field(None, ge=0)
+    cache_frozen_features: bool | None = None
+    frozen_feature_views: int | None = Field(None, ge=0)
+
+
 class FinetuneConfig(_Section):
     seed: int = 0
     model: str = "deit3_base_patch16_384"
@@ -180,6 +193,14 @@ class FinetuneConfig(_Section):
     # views per image (epoch e trains on view e mod N).
     frozen_feature_views: int = Field(0, ge=0)
     augment: AugmentConfig = AugmentConfig()
+    # Per-domain schedule overrides, e.g. {satellite: {epochs: 12}}: data sets differ in size.
+    domains: dict[Domain, FinetuneDomain] = Field(default_factory=dict)
+
+    def for_domain(self, domain: str) -> FinetuneConfig:
+        """The effective config of ``domain``: its overrides applied, ``domains`` emptied."""
+        override = self.domains.get(domain)  # type: ignore[call-overload]
+        update = override.model_dump(exclude_none=True) if override is not None else {}
+        return self.model_copy(update={**update, "domains": {}})
 
 
 # --------------------------------------------------------------------------- zeroshot
@@ -270,6 +291,9 @@ def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the sub-model that ``loc`` (minus its last item) points at."""
     current: Any = model
     for part in loc[:-1]:
+        if getattr(current, "__origin__", None) is dict:  # a mapping's key: step into its value type
+            current = current.__args__[1]
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []

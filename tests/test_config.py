@@ -66,3 +66,18 @@ def test_section_hash_tracks_section_only(tmp_path: Path) -> None:
     b = parse_params(data)
     assert a.section_hash("finetune") == b.section_hash("finetune")
     assert a.section_hash("evaluate") != b.section_hash("evaluate")
+
+
+def test_finetune_domain_overrides_apply_to_their_domain_only() -> None:
+    p = parse_params({"finetune": {"epochs": 40, "batch_size": 16, "domains": {"satellite": {"epochs": 12}}}})
+    sat, med = p.finetune.for_domain("satellite"), p.finetune.for_domain("medical")
+    assert (sat.epochs, sat.batch_size) == (12, 16)
+    assert (med.epochs, med.batch_size) == (40, 16)
+    assert sat.domains == {} and med.domains == {}  # the effective config carries no overrides
+
+
+def test_finetune_domain_override_keys_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"finetune\.domains\.satellite\.epohcs.*did you mean 'epochs'"):
+        parse_params({"finetune": {"domains": {"satellite": {"epohcs": 3}}}})
+    with pytest.raises(ConfigError, match=r"finetune\.domains\.satelite"):
+        parse_params({"finetune": {"domains": {"satelite": {"epochs": 3}}}})

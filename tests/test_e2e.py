@@ -72,7 +72,8 @@ def tiny_params(clip_hf: Path, clip_oc: Path) -> dict[str, Any]:
     p["ingest"]["medical"]["image_size"] = 32
     p["ingest"]["satellite"].update(tile_size=32, stride=32, group_block=64)  # 3 scenes: split by spatial block
     p["finetune"].update(model="deit3_small_patch16_384", model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},
-                         img_size=32, freeze_blocks=1, epochs=2, batch_size=8, early_stopping_patience=2)
+                         img_size=32, freeze_blocks=1, epochs=2, batch_size=8, early_stopping_patience=2,
+                         domains={})
     p["zeroshot"]["allow_random_init"] = False  # the tiny CLIPs load through the real local loaders
     p["zeroshot"]["medical"] = {"backend": "transformers", "model": str(clip_hf), "rgb": "replicate"}
     p["zeroshot"]["satellite"] = {"backend": "open_clip", "model": f"local-dir:{clip_oc}", "rgb": "bands",

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.train.report import write_outputs, write_run_artifacts
     from medvit.train.setup import build_training
 
-    cfg, domain = params.finetune, args.domain
+    cfg, domain = params.finetune.for_domain(args.domain), args.domain
     cache = Path(args.cache or default_path("cache", domain))
     out = Path(args.out or default_path("finetune", domain))
     manifest, stats = read_manifest(cache), read_stats(cache)
