@@ -730,9 +730,10 @@ def write_satellite(out: Path, cfg: SampleSatellite, seed: int) -> SampleSummary
                                 QUANTIFICATION_VALUE="10000")
             with rasterio.open(tmp / "labels" / f"{stem}.tif", "w", count=1, dtype="uint8", nodata=255,
                                **profile) as dst:
+                # The palette goes in before the pixels: GDAL cannot change the TIFF's photometric tag after.
+                dst.write_colormap(1, {k: (*colours[c], 255) for k, c in enumerate(cfg.classes)})
                 dst.write(labels[None])
                 dst.set_band_description(1, "land cover")
-                dst.write_colormap(1, {k: (*colours[c], 255) for k, c in enumerate(cfg.classes)})
                 dst.update_tags(CLASS_NAMES="|".join(cfg.classes))
             for y, x in tile_grid(size, size, cfg.tile_size, cfg.stride):
                 chip = labels[y:y + cfg.tile_size, x:x + cfg.tile_size]
