@@ -124,8 +124,7 @@ class StreamingShardWriter(ShardWriter):
                                             shape=(len(self._buf), *self._buf[0].shape))
             for i, image in enumerate(self._buf):
                 out[i] = image
-            out.flush()
-            del out
+            del out  # no msync: the rename publishes the file, the page cache writes it back
         self._buf = []
         self._shard += 1
 
