@@ -34,13 +34,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _figures import PREFIX  # after the sys.path line: benchmarks/ is not a package
 
-SCRIPTS = ("evaluate", "ingest", "train_step", "zeroshot")
+SCRIPTS = ("evaluate", "ingest", "train_step", "finetune_stage", "zeroshot")
 # Smaller sizes per script for --quick; every option exists in that script's argparse.
 QUICK_ARGS: dict[str, list[str]] = {
     "evaluate": ["--n-samples", "2000", "--n-resamples", "100", "--naive-resamples", "2"],
     "ingest": ["--n", "24", "--size", "128", "--factor", "3", "--repeats", "1"],
     "train_step": ["--models", "deit3_small_patch16_384", "--img-size", "64", "--batch", "2", "--steps", "1"],
     "zeroshot": ["--n-images", "20", "--batch-size", "4", "--repeats", "1"],
+    "finetune_stage": ["--train", "32", "--val", "16", "--test", "16", "--epochs", "1", "--steps", "2"],
 }
 HEADER = ("benchmark", "figure", "value", "target", "result")
 
