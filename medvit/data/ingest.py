@@ -394,12 +394,7 @@ class StripTask:
 
 def satellite_task(task: StripTask) -> TaskResult:
     """Read one strip of a scene, cut its chips, label them, drop mostly-nodata chips."""
-    from medvit.io.geotiff import (
-        RasterReject,
-        chip_geometry,
-        read_label_strip,
-        read_strip,
-    )
+    from medvit.io.geotiff import RasterReject, chip_geometry, read_label_strip, read_strip
 
     cfg = _STATE["satellite"]
     t, names = cfg.tile_size, _STATE["label_names"]

@@ -20,6 +20,10 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+# Read once: os.umask can only be read by setting it, which would race with other threads' writes.
+_MODE = _default_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (for writers that want a name)."""
@@ -30,7 +34,7 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, _MODE)
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from medvit.evaluate.metrics import summary
+from medvit.io.atomic import atomic_path
 from medvit.train import distributed as D
 from medvit.train.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medvit.train.data import derive_seed, eval_loader, train_loader
@@ -258,9 +259,8 @@ def fit(
             best_state = _cpu_state(eval_model)
             if info.is_main:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
-                tmp = ckpt_dir / (BEST + ".tmp")
-                save_file(best_state, tmp, metadata={"format": "pt"})
-                os.replace(tmp, ckpt_dir / BEST)
+                with atomic_path(ckpt_dir / BEST) as tmp:
+                    save_file(best_state, str(tmp), metadata={"format": "pt"})
         else:
             since_best += 1
         history.append({"epoch": epoch + 1, **metrics})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -19,17 +18,16 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_outputs_get_the_umask_mode_not_mkstemps_0600(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
-        write_json_atomic(tmp_path / "a" / "report.json", {"n": 1})
-        write_scores(tmp_path / "scores.csv", ["x"], np.array([[0.5]]), ["l"])
-        with atomic_path(tmp_path / "w.bin") as tmp:
-            tmp.write_bytes(b"abc")
-    finally:
-        os.umask(old)
+def test_outputs_get_the_mode_of_a_plain_open_not_mkstemps_0600(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    expected = _mode(tmp_path / "plain")
+    assert expected != 0o600, "this test needs a umask that is not 077"
+    write_json_atomic(tmp_path / "a" / "report.json", {"n": 1})
+    write_scores(tmp_path / "scores.csv", ["x"], np.array([[0.5]]), ["l"])
+    with atomic_path(tmp_path / "w.bin") as tmp:
+        tmp.write_bytes(b"abc")
     for p in (tmp_path / "a" / "report.json", tmp_path / "scores.csv", tmp_path / "w.bin"):
-        assert _mode(p) == 0o644, (p, oct(_mode(p)))
+        assert _mode(p) == expected, (p, oct(_mode(p)))
     assert json.loads((tmp_path / "a" / "report.json").read_text()) == {"n": 1}
 
 
