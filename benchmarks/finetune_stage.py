@@ -17,7 +17,8 @@ then, in this one process:
   ``epochs x ceil(train / batch) x step + (epochs x val + val + test) / batch x forward``.
 
 Target (issue #4, 2-core CPU): the stage's wall time within 1.25x of its pure compute. Python's
-start-up and imports (a few seconds, paid once per `dvc repro` stage) are not in either number.
+start-up and imports (~10 s, paid once per `dvc repro` stage) are not in either number: the script
+imports what the stage imports before timing it.
 """
 
 from __future__ import annotations
@@ -131,6 +132,17 @@ def main() -> None:
     os.environ["MEDVIT_TRACKING"] = "off"
     from medvit.cli import main as cli_main
 
+    t_imports = time.perf_counter()
+    # The stage imports these lazily (~10 s on this CPU: timm, albumentations, torch._dynamo, mlflow);
+    # import them first so that the timed stage holds no interpreter start-up, like the reference.
+    import albumentations  # noqa: F401
+    import medvit.data.transforms  # noqa: F401
+    import medvit.tracking.runs  # noqa: F401
+    import medvit.train.loop  # noqa: F401
+    import medvit.train.report  # noqa: F401
+    import medvit.train.setup  # noqa: F401
+    t_imports = time.perf_counter() - t_imports
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.train}/{args.val}/{args.test} "
           f"images, {args.epochs} epochs, batch {args.batch}, {args.img_size} px", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +169,7 @@ def main() -> None:
     _figures.emit("finetune_stage", f"train img/s, pure step ({name})", args.batch / step_s, "img/s")
     _figures.emit("finetune_stage", f"pure compute ({name})", pure, "s")
     _figures.emit("finetune_stage", f"stage wall time ({name})", wall, "s")
+    _figures.emit("finetune_stage", "imports the stage needs (once per process, not in the ratio)", t_imports, "s")
     _figures.emit("finetune_stage", "stage wall / pure compute", wall / pure, "x", "<= 1.25")
 
 
