@@ -64,7 +64,8 @@ class EmbeddingCache:
     def save(self, split: str, ids: Sequence[str], emb: np.ndarray) -> None:
         """Write atomically (temporary file + rename), so a killed run leaves no partial entry."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "key.json").write_text(json.dumps(self.key, indent=2, sort_keys=True))
+        with atomic_open(self.dir / "key.json", "w") as f:
+            f.write(json.dumps(self.key, indent=2, sort_keys=True))
         for name, write in ((f"{split}.npy", lambda f: np.save(f, emb)),
                             (f"{split}.ids", lambda f: f.write("".join(f"{i}\n" for i in ids).encode()))):
             with atomic_open(self.dir / name, "wb") as f:
