@@ -129,3 +129,13 @@ def test_missing_weights_is_a_clear_error(tiny_cache, tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert "absent.safetensors" in err and "allow_random_init" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_domain_override_changes_only_that_domains_schedule(tiny_cache, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDVIT_TRACKING", "off")
+    params = _params(tmp_path, epochs=1, domains={"medical": {"epochs": 2}, "satellite": {"epochs": 3}})
+    out = tmp_path / "models" / "medical"
+    assert _run("medical", tiny_cache(), out, params) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2  # the medical override, not the top-level 1 or satellite's 3
