@@ -82,25 +82,18 @@ def pure_compute(args: argparse.Namespace) -> tuple[float, float]:
 
     from medvit.models.classifier import Classifier
     from medvit.models.head import MultiLabelHead
-    from medvit.train.loss import build_loss
-    from medvit.train.optimizer import build_optimizer
+    from train_step import step_fn  # benchmarks/ is on sys.path: the same real training step
 
     torch.manual_seed(0)
     backbone = timm.create_model("deit3_small_patch16_384", pretrained=False, num_classes=0,
                                  img_size=args.img_size, in_chans=1)
     model = Classifier(backbone, MultiLabelHead(backbone.num_features, len(LABELS), 256, 0.1), 6)
-    opt = build_optimizer(model, 1e-3, 0.05, 0.75)
-    loss_fn = build_loss("bce", None)
-    params = [p for g in opt.param_groups for p in g["params"]]
     x = torch.randn(args.batch, 1, args.img_size, args.img_size)
     y = (torch.rand(args.batch, len(LABELS)) > 0.5).float()
+    train_step = step_fn(model)
 
     def step() -> None:
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(x, y)
 
     def forward() -> None:
         with torch.inference_mode():

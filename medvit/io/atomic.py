@@ -25,7 +25,7 @@ _MODE = _default_mode()
 
 
 @contextmanager
-def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (for writers that want a name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +35,6 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _MODE)
-        if fsync:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
