@@ -442,3 +442,29 @@ def test_scene_in_several_strips_with_a_corrupt_later_block(tmp_path: Path, monk
     reader = ShardReader(tmp_path / "out")
     for shard, index in zip(frame["shard"], frame["index"]):
         assert reader.get(int(shard), int(index)).shape == (4, 16, 16)
+
+
+def test_letterbox_block_average_then_bilinear() -> None:
+    rng = np.random.default_rng(0)
+    # An exact integer ratio is the exact block mean.
+    image = rng.random((1, 64, 64), dtype=np.float32)
+    np.testing.assert_allclose(ingest_mod.letterbox(image, 16)[0], image[0].reshape(16, 4, 16, 4).mean((1, 3)),
+                               atol=1e-6)
+    # A non-integer ratio on a smooth, non-square image stays close to a one-pass area resample,
+    # keeps the aspect ratio and pads black, centred.
+    yy, xx = np.mgrid[0:300, 0:517].astype(np.float32)
+    smooth = (0.5 + 0.4 * np.sin(xx / 23.0) * np.cos(yy / 17.0))[None]
+    out = ingest_mod.letterbox(smooth, 224)
+    nh = round(300 * 224 / 517)  # 130 rows of image, 47 black rows above and below
+    top = (224 - nh) // 2
+    assert out.shape == (1, 224, 224) and out.dtype == np.float32
+    assert (out[0, :top] == 0).all() and (out[0, top + nh:] == 0).all()
+    from PIL import Image
+
+    area = np.asarray(Image.fromarray(smooth[0]).resize((224, nh), Image.Resampling.BOX))
+    assert np.abs(out[0, top:top + nh] - area).mean() < 3e-3
+    assert np.abs(out[0, top:top + nh] - area).max() < 1e-2
+    # Upscaling keeps [0, 1] and fills the frame.
+    small = rng.random((1, 8, 8), dtype=np.float32)
+    up = ingest_mod.letterbox(small, 32)
+    assert up.min() >= 0.0 and up.max() <= 1.0 and up[0].std() > 0.05
