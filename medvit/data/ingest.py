@@ -71,11 +71,12 @@ _IN_FLIGHT_PER_WORKER = 4
 class Sample:
     """One decoded sample as a worker returns it."""
 
-    image: np.ndarray                 # (C, H, W) float32, no NaN
+    image: np.ndarray | None          # (C, H, W) float32, no NaN; None once a worker wrote it (``loc``)
     meta: dict[str, Any]              # id, group, source + provenance columns
     labels: np.ndarray                # (L,) 0/1
     sums: np.ndarray                  # (3, C) float64: sum, sum of squares, count of valid pixels
     mask: bytes | None = None         # packed (C, H, W) nodata mask (satellite), None when all valid
+    loc: tuple[int, int] | None = None  # (part, index) in its block's part files (medical)
 
 
 @dataclass
@@ -127,6 +128,80 @@ class StreamingShardWriter(ShardWriter):
             del out  # no msync: the rename publishes the file, the page cache writes it back
         self._buf = []
         self._shard += 1
+
+
+class PartWriter:
+    """Stream (C, H, W) float32 images into ``.npy`` part files of at most ``limit`` images each.
+
+    A worker writes its block's samples itself, so no pixels cross the process
+    boundary and the main process only renames finished parts into place. The
+    header is written first for ``limit`` images and rewritten in place for the
+    real count when the part closes (NumPy pads ``.npy`` headers so that the
+    first axis can change without moving the data); the bytes equal
+    ``np.save(np.stack(images))``.
+    """
+
+    def __init__(self, folder: Path, stem: str, limit: int) -> None:
+        self.folder, self.stem, self.limit = folder, stem, limit
+        self.parts: list[tuple[str, int]] = []   # (file name, number of images), closed parts in order
+        self._file: Any = None
+        self._shape: tuple[int, ...] = ()
+        self._n = 0
+
+    def add(self, image: np.ndarray) -> tuple[int, int]:
+        """Append one image; return its (part, index)."""
+        if image.dtype != np.float32 or image.ndim != 3:
+            raise ValueError(f"cache images must be (C,H,W) float32, got {image.dtype} {image.shape}")
+        if not np.isfinite(image).all():
+            raise ValueError("cache images must not contain NaN or inf")
+        if self._file is None or image.shape != self._shape or self._n >= self.limit:
+            self._close_part()
+            self._open(image.shape)
+        self._file.write(np.ascontiguousarray(image).data)
+        self._n += 1
+        return len(self.parts), self._n - 1
+
+    def close(self) -> list[tuple[str, int]]:
+        """Finish the open part; return every part as (file name, number of images)."""
+        self._close_part()
+        return self.parts
+
+    def abort(self) -> None:
+        """Close and delete every part (the block failed; it is re-run file by file)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for name in [*(n for n, _ in self.parts), self._name()]:
+            (self.folder / name).unlink(missing_ok=True)
+
+    def _name(self) -> str:
+        return f"{self.stem}-{len(self.parts):03d}.npy"
+
+    def _header(self, n: int) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (n, *self._shape)})
+        return buf.getvalue()
+
+    def _open(self, shape: tuple[int, ...]) -> None:
+        self._shape, self._n = shape, 0
+        self._file = open(self.folder / self._name(), "wb")  # noqa: SIM115 - closed by _close_part/abort
+        self._file.write(self._header(self.limit))
+
+    def _close_part(self) -> None:
+        if self._file is None:
+            return
+        header = self._header(self._n)
+        if len(header) != len(self._header(self.limit)):  # pragma: no cover - numpy always pads the shape
+            raise RuntimeError("npy header length changed with the image count")
+        self._file.seek(0)
+        self._file.write(header)
+        self._file.close()
+        self._file = None
+        self.parts.append((self._name(), self._n))
 
 
 def _rows(indices: Iterable[int]) -> str:
@@ -400,6 +475,57 @@ def medical_task(task: tuple[str, str, np.ndarray | None, str]) -> TaskResult:
 
 
 @dataclass(frozen=True)
+class MedicalBlock:
+    """Consecutive files one worker decodes and writes as its own shard part(s)."""
+
+    name: str                                           # unique in the run; names the part files
+    tasks: tuple[tuple[str, str, np.ndarray | None, str], ...]
+
+
+@dataclass
+class BlockResult:
+    """A block's per-file results (no pixels) and the part files holding its images, in order."""
+
+    results: list[TaskResult]
+    parts: list[tuple[str, int]] = field(default_factory=list)  # (file name in the shard folder, images)
+
+
+def medical_block(block: MedicalBlock) -> BlockResult:
+    """Decode every file of ``block`` and write its samples into part files in the shard folder.
+
+    A file's samples are written only once the whole file decoded, so a rejected
+    multi-frame file leaves no rows behind.
+    """
+    writer = PartWriter(Path(_STATE["shard_dir"]), f".part-{block.name}", _STATE["shard_size"])
+    try:
+        results = []
+        for task in block.tasks:
+            res = medical_task(task)
+            for sample in res.samples:
+                sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
+                sample.image = None
+            results.append(res)
+        return BlockResult(results, writer.close())
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def split_block(block: MedicalBlock) -> list[MedicalBlock]:
+    """One block per file, for re-running a block whose worker died."""
+    return [MedicalBlock(f"{block.name}-{i:05d}", (task,)) for i, task in enumerate(block.tasks)]
+
+
+def block_size(n_files: int, shard_size: int) -> int:
+    """Files per medical block: ~64 blocks per run (load balance), 8 to ``shard_size`` files each.
+
+    It depends on the data and params only, never on the worker count, so the
+    cache is byte-identical whatever machine runs the stage.
+    """
+    return max(1, min(shard_size, max(8, -(-n_files // 64))))
+
+
+@dataclass(frozen=True)
 class StripTask:
     """Rows [row0, row1) of one scene and the chip origins (y, x) it owns."""
 
@@ -491,22 +617,27 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
 
 
 def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, state: dict[str, Any],
-                 desc: str, isolate: Callable[[Any, BaseException], Any], max_chunk: int = 8) -> Iterator[Any]:
+                 desc: str, isolate: Callable[[Any, BaseException], Any], max_chunk: int = 8,
+                 split: Callable[[Any], list[Any]] | None = None,
+                 files: Callable[[Any], int] | None = None) -> Iterator[Any]:
     """Ordered map over worker processes with a bounded number of chunks in flight.
 
     Ordered results make the cache byte-identical between runs; the bounded window
     keeps memory flat however many files there are; small chunks amortise the
     inter-process round trip. A chunk that kills its worker (a decoder segfault) is
-    re-run one task at a time in a fresh pool; a task that kills that one too gets
-    ``isolate(task, error)`` as its result.
+    re-run one task at a time in a fresh pool (each task first cut into
+    ``split(task)`` when given, so a block of files is re-run file by file); a task
+    that kills that one too gets ``isolate(task, error)`` as its result.
+    ``files(task)`` is the number of input files a task stands for (the progress bar).
     """
-    bar = tqdm(total=len(tasks), desc=desc, unit="file", mininterval=0.5, dynamic_ncols=True)
+    count = files or (lambda task: 1)
+    bar = tqdm(total=sum(count(t) for t in tasks), desc=desc, unit="file", mininterval=0.5, dynamic_ncols=True)
     try:
         if workers <= 1:
             _init_worker(state)
             for task in tasks:
                 yield fn(task)
-                bar.update()
+                bar.update(count(task))
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         size = max(1, min(max_chunk, len(tasks) // (workers * 16)))
@@ -534,6 +665,7 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, s
                 except BrokenProcessPool:
                     pool.shutdown(wait=False, cancel_futures=True)
                     retry = [t for c in (chunk, *(c for c, _ in pending)) for t in c]
+                    retry = [piece for t in retry for piece in split(t)] if split else retry
                     pending.clear()
                     for task in retry:  # one at a time in a fresh process, so the culprit is known
                         single = new_pool(1)
@@ -543,12 +675,12 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, s
                             yield isolate(task, err)
                         finally:
                             single.shutdown(wait=True)
-                        bar.update()
+                        bar.update(count(task))
                     pool = new_pool(workers)
                     continue
                 for result in results:
                     yield result
-                bar.update(len(results))
+                bar.update(sum(count(t) for t in chunk))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
@@ -624,23 +756,41 @@ def _ingest_medical(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig,
     for k, rk, p in zip(keys, root_keys, files):
         lab, pid = table.by_file.get(rk, (None, ""))
         tasks.append((k, str(p), lab, pid))
+    shard_dir = tmp / SHARD_DIR
+    shard_dir.mkdir(parents=True, exist_ok=True)
     state = {"key": key, "image_size": mcfg.image_size, "all_pids": sorted(table.patient_ids),
+             "shard_dir": str(shard_dir), "shard_size": cfg.shard_size,
              "dicom": DicomOptions(voi=mcfg.voi, window=mcfg.window, percentiles=mcfg.percentiles,
                                    multiframe=mcfg.multiframe, allow_burned_in=mcfg.allow_burned_in)}
     if table.without_images:
         log.warning("%s: %d labelled image(s) not found under %s (ignored; counted in report.json)",
                     labels_path, table.without_images, root)
 
-    def isolate(task: tuple, err: BaseException) -> TaskResult:
-        return TaskResult(key=task[0], source=pseudo.source(task[0], [task[3], *table.patient_ids]),
-                          reject="decoder crashed: the worker process died on this file")
+    def isolate(block: MedicalBlock, err: BaseException) -> BlockResult:
+        ((k, _, _, pid),) = block.tasks  # crashed blocks are re-run one file each
+        return BlockResult([TaskResult(key=k, source=pseudo.source(k, [pid, *table.patient_ids]),
+                                       reject="decoder crashed: the worker process died on this file")])
 
     col = _Collected(n_input=len(tasks))
-    writer = StreamingShardWriter(tmp, cfg.shard_size)
-    workers = _worker_count(cfg.workers, len(tasks))
-    for res in parallel_map(medical_task, tasks, workers, state, "ingest medical", isolate):
-        _collect(res, writer, col, None)
-    writer.flush()
+    step = block_size(len(tasks), cfg.shard_size)
+    blocks = [MedicalBlock(f"{i // step:06d}", tuple(tasks[i:i + step])) for i in range(0, len(tasks), step)]
+    workers = _worker_count(cfg.workers, len(blocks))
+    next_shard = 0
+    for block in parallel_map(medical_block, blocks, workers, state, "ingest medical", isolate, max_chunk=1,
+                              split=split_block, files=lambda b: len(b.tasks)):
+        # Workers wrote the images; number their parts in input order (deterministic shards).
+        shards = []
+        for name, _ in block.parts:
+            os.replace(shard_dir / name, shard_path(tmp, next_shard))
+            shards.append(next_shard)
+            next_shard += 1
+        for res in block.results:
+            for sample in res.samples:
+                part, index = sample.loc  # type: ignore[misc]
+                sample.loc = (shards[part], index)
+            _collect(res, None, col, None)
+    for leftover in shard_dir.glob(".part-*"):  # parts of a block whose worker died (re-run file by file)
+        leftover.unlink()
     extra = {"labels_without_images": table.without_images,
              "deid": {"key_source": key_source, "key_fingerprint": pseudo.fingerprint,
                       "sources_pseudonymised": sum(1 for r in col.rows if r["source"].startswith("pseudo:"))
@@ -770,11 +920,13 @@ def _ingest_satellite(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig
         (tmp / "masks.tmp").unlink(missing_ok=True)
 
 
-def _write_samples(samples: list[Sample], writer: ShardWriter, masks: Any,
+def _write_samples(samples: list[Sample], writer: ShardWriter | None, masks: Any,
                    col: _Collected) -> list[tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[int, int]]]:
+    """Queue each sample's image in ``writer`` (None: a worker already wrote it at ``sample.loc``)."""
     written = []
     for s in samples:
-        loc = writer.add(s.image)
+        loc = writer.add(s.image) if writer is not None else s.loc  # type: ignore[arg-type]
+        assert loc is not None
         if s.mask is not None:
             masks.seek(0, os.SEEK_END)
             col.masks[loc] = (masks.tell(), len(s.mask))
@@ -807,7 +959,7 @@ def _close_scene(key: str, st: dict[str, Any], col: _Collected) -> None:
         col.sums.append(sums)
 
 
-def _collect(res: TaskResult, writer: ShardWriter, col: _Collected, masks: Any) -> None:
+def _collect(res: TaskResult, writer: ShardWriter | None, col: _Collected, masks: Any) -> None:
     if res.reject is not None or not res.samples:
         col.rejects.append((res.source, res.reject or "no samples"))
         return

@@ -7,6 +7,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
+from medvit.io.dicom_values import number, value
+
 # Transfer syntaxes ingest must decode (the ingest issue); names from PS3.6 Annex A.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2",       # Implicit VR Little Endian
@@ -98,15 +100,17 @@ def native_grey_frame(ds: Dataset, index: int) -> np.ndarray | None:
     those, and reports the errors.
     """
     try:
-        if ds.get("SamplesPerPixel", 1) != 1 or "PixelData" not in ds:
+        if number(ds, "SamplesPerPixel", 1) != 1:
             return None
-        if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        raw = ds.get_item(0x7FE00010)  # PixelData, without pydicom's element conversion
+        if raw is None or str(value(ds, "PhotometricInterpretation")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
             return None
-        allocated, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
-        signed = int(ds.get("PixelRepresentation", 0))
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames") or 1)
-        data = ds.PixelData
+        allocated = int(number(ds, "BitsAllocated") or 0)
+        stored = int(number(ds, "BitsStored") or allocated)
+        signed = int(number(ds, "PixelRepresentation", 0) or 0)
+        rows, cols = int(number(ds, "Rows") or 0), int(number(ds, "Columns") or 0)
+        frames = int(number(ds, "NumberOfFrames") or 1)
+        data = raw.value
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     if allocated not in (8, 16, 32) or not 0 < stored <= allocated or signed not in (0, 1):

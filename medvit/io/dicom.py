@@ -44,6 +44,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from medvit.io.decoders import NATIVE_SYNTAXES, decode_frame
+from medvit.io.dicom_values import number, tag_value, value
 
 # Header attributes handed to medvit.deid (which decides what may be written).
 HEADER_KEYWORDS: tuple[str, ...] = (
@@ -54,9 +55,11 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "BurnedInAnnotation",
 )
 _HEADER_TAGS: dict[str, int] = {k: int(pydicom.datadict.tag_for_keyword(k)) for k in HEADER_KEYWORDS}  # type: ignore[arg-type]
+_RESCALE_SLOPE, _RESCALE_INTERCEPT = 0x00281053, 0x00281052
+_PER_FRAME, _SHARED = 0x52009230, 0x52009229  # Per-frame / Shared Functional Groups Sequence
 _COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_422", "YBR_PARTIAL_420"}
 _MONO = {"MONOCHROME1", "MONOCHROME2"}
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
 
 # pydicom logs every failed decoder attempt with a traceback; here a failure is a
 # reject reason in rejects.csv, so keep the stage output readable.
@@ -111,17 +114,17 @@ def read_header(path: str | Path, *, stop_before_pixels: bool = False) -> DicomF
 
 
 def _check_header(ds: Dataset, stop_before_pixels: bool) -> DicomFile:
-    header = {k: _value(ds, tag) for k, tag in _HEADER_TAGS.items()}
+    header = {k: tag_value(ds, tag) for k, tag in _HEADER_TAGS.items()}
     tsyntax = _transfer_syntax(ds)
-    if not stop_before_pixels and not any(k in ds for k in _PIXEL_KEYWORDS):
+    if not stop_before_pixels and not any(t in ds for t in _PIXEL_TAGS):
         raise DicomReject("no pixel data", _sop_name(ds))
-    if "PixelData" in ds and tsyntax not in NATIVE_SYNTAXES:
+    if _PIXEL_TAGS[0] in ds and tsyntax not in NATIVE_SYNTAXES:
         from medvit.io.decoders import plugin_order
 
         if not plugin_order(tsyntax):
             raise DicomReject("unsupported transfer syntax", _uid_name(tsyntax))
     try:
-        n_frames = int(ds.get("NumberOfFrames") or 1)
+        n_frames = int(header["NumberOfFrames"] or 1)
     except (TypeError, ValueError):
         raise DicomReject("truncated or corrupt", "invalid NumberOfFrames") from None
     return DicomFile(header=header, n_frames=max(n_frames, 1), transfer_syntax=tsyntax, plugin="", ds=ds)
@@ -136,13 +139,12 @@ def read_frames(path: str | Path, options: DicomOptions) -> tuple[DicomFile, Ite
         DicomReject: with a specific reason (also raised lazily by the iterator for decode errors).
     """
     info = read_header(path)
-    ds = info.ds
     if str(info.header.get("BurnedInAnnotation") or "").strip().upper() == "YES" and not options.allow_burned_in:
         raise DicomReject("burned-in annotation", "BurnedInAnnotation=YES; set ingest.medical.allow_burned_in to keep")
     for keyword in ("Rows", "Columns", "PhotometricInterpretation"):
-        if not ds.get(keyword):
+        if info.header[keyword] in (None, "", "0"):
             raise DicomReject("incomplete image header", f"missing {keyword}")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    photometric = str(info.header["PhotometricInterpretation"]).strip().upper()
     if photometric not in _MONO | _COLOUR | {"PALETTE COLOR"}:
         raise DicomReject("unsupported photometric interpretation", photometric)
     indices = range(info.n_frames) if options.multiframe == "all" else range(1)
@@ -213,12 +215,12 @@ def _linear_chain(stored: np.ndarray, ds: Dataset, options: DicomOptions, index:
 
     Same values as step 1 then step 2 (before clipping), in one pass over the pixels.
     """
-    if ds.get("ModalityLUTSequence") or options.voi == "percentile":
+    if _has_items(ds, "ModalityLUTSequence") or options.voi == "percentile":
         return None
     slope, intercept = _rescale(ds, index)
     if options.voi == "window" and options.window is not None:
         c, w = float(options.window[0]) - 0.5, float(options.window[1]) - 1.0   # LINEAR, C.11.2.1.2.1
-    elif ds.get("VOILUTSequence"):
+    elif _has_items(ds, "VOILUTSequence"):
         return None
     else:
         window = _window_of(ds, index)
@@ -241,7 +243,7 @@ def _linear_chain(stored: np.ndarray, ds: Dataset, options: DicomOptions, index:
 
 def _modality(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
     """Stored values -> modality values (HU for CT), float32."""
-    if ds.get("ModalityLUTSequence"):
+    if _has_items(ds, "ModalityLUTSequence"):
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     slope, intercept = _rescale(ds, index)
     out = arr.astype(np.float32)
@@ -254,15 +256,20 @@ def _modality(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
 
 def _rescale(ds: Dataset, index: int) -> tuple[float, float]:
     """Rescale slope/intercept: top level, else enhanced multi-frame functional groups (PS3.3 C.7.6.16.2.9)."""
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        return float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    item = _functional_group(ds, index, "PixelValueTransformationSequence")
-    if item is not None:
-        return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
+    for src in (ds, _functional_group(ds, index, "PixelValueTransformationSequence")):
+        if src is not None and (_RESCALE_SLOPE in src or _RESCALE_INTERCEPT in src):
+            return number(src, "RescaleSlope", 1.0) or 1.0, number(src, "RescaleIntercept", 0.0) or 0.0
     return 1.0, 0.0
 
 
+def _has_items(ds: Dataset, keyword: str) -> bool:
+    """A non-empty sequence ``keyword`` (the presence test first: it needs no conversion)."""
+    return keyword in ds and bool(ds.get(keyword))
+
+
 def _functional_group(ds: Dataset, index: int, keyword: str) -> Dataset | None:
+    if _PER_FRAME not in ds and _SHARED not in ds:
+        return None
     for seq_kw, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
         seq = ds.get(seq_kw)
         if seq and len(seq) > i and seq[i].get(keyword):
@@ -272,16 +279,15 @@ def _functional_group(ds: Dataset, index: int, keyword: str) -> Dataset | None:
 
 def _window_of(ds: Dataset, index: int) -> tuple[float, float, str] | None:
     """First header window (center, width, function), top level or Frame VOI LUT functional group."""
-    src: Dataset | None = ds if ("WindowCenter" in ds and "WindowWidth" in ds) else None
-    if src is None:
-        src = _functional_group(ds, index, "FrameVOILUTSequence")
-        if src is None or "WindowCenter" not in src or "WindowWidth" not in src:
-            return None
-    center, width = src.WindowCenter, src.WindowWidth
-    center = center[0] if isinstance(center, (list, pydicom.multival.MultiValue)) else center
-    width = width[0] if isinstance(width, (list, pydicom.multival.MultiValue)) else width
-    func = str(src.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    return float(center), float(width), func
+    for src in (ds, _functional_group(ds, index, "FrameVOILUTSequence")):
+        if src is None:
+            continue
+        center, width = number(src, "WindowCenter"), number(src, "WindowWidth")
+        if center is not None and width is not None:
+            func = value(src, "VOILUTFunction")
+            func = func[0] if isinstance(func, list) else func
+            return center, width, str(func or "LINEAR").upper()
+    return None
 
 
 def window_unit(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -321,7 +327,7 @@ def _voi(values: np.ndarray, ds: Dataset, options: DicomOptions, index: int) -> 
     if options.voi == "percentile":
         lo, hi = np.percentile(values, options.percentiles)
         return _minmax(values, float(lo), float(hi))
-    if ds.get("VOILUTSequence"):
+    if _has_items(ds, "VOILUTSequence"):
         # LUT output range is 0..2^n-1 with n = LUTDescriptor[2] (PS3.3 C.11.2.1.1).
         mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True)
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
@@ -380,23 +386,9 @@ def _looks_like_dicom(ds: Dataset) -> bool:
         return False
 
 
-def _value(ds: Dataset, tag: int) -> Any:
-    try:
-        if tag not in ds:  # tag lookup; absent elements are never converted
-            return None
-        value = ds[tag].value
-    except Exception:  # noqa: BLE001 - a malformed element must not stop header reading
-        return None
-    if value is None:
-        return None
-    if isinstance(value, (list, pydicom.multival.MultiValue)):
-        return [str(v) for v in value]
-    return str(value)
-
-
 def _transfer_syntax(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    uid = value(meta, "TransferSyntaxUID") if meta is not None else None
     if uid:
         return str(uid)
     # No meta: pydicom knows the encoding it parsed with.
