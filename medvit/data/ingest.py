@@ -43,6 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -376,8 +377,6 @@ def tune_malloc() -> None:
 def _init_worker(state: dict[str, Any]) -> None:
     """Per-process settings (pseudonymisation key, options); set once per worker."""
     tune_malloc()
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only compete
     _STATE.clear()
     _STATE.update(state)
@@ -394,8 +393,6 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     the cost: the one-pass filter was the ingest's most expensive step.
     Upscaling is bilinear.
     """
-    import cv2
-
     c, h, w = image.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -634,10 +631,14 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, s
     bar = tqdm(total=sum(count(t) for t in tasks), desc=desc, unit="file", mininterval=0.5, dynamic_ncols=True)
     try:
         if workers <= 1:
+            threads = cv2.getNumThreads()
             _init_worker(state)
-            for task in tasks:
-                yield fn(task)
-                bar.update(count(task))
+            try:
+                for task in tasks:
+                    yield fn(task)
+                    bar.update(count(task))
+            finally:
+                cv2.setNumThreads(threads)  # this is the caller's process: leave OpenCV as it was
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         size = max(1, min(max_chunk, len(tasks) // (workers * 16)))

@@ -468,3 +468,87 @@ def test_letterbox_block_average_then_bilinear() -> None:
     small = rng.random((1, 8, 8), dtype=np.float32)
     up = ingest_mod.letterbox(small, 32)
     assert up.min() >= 0.0 and up.max() <= 1.0 and up[0].std() > 0.05
+
+
+def test_part_writer_streams_np_save_bytes_and_splits_parts(tmp_path: Path) -> None:
+    images = [np.random.default_rng(i).random((1, 6, 5), dtype=np.float32) for i in range(5)]
+    writer = ingest_mod.PartWriter(tmp_path, ".part-x", limit=2)
+    locs = [writer.add(im) for im in images[:3]]
+    locs.append(writer.add(np.zeros((1, 4, 4), np.float32)))  # a new shape starts a new part
+    locs.append(writer.add(images[4]))
+    parts = writer.close()
+    assert locs == [(0, 0), (0, 1), (1, 0), (2, 0), (3, 0)]
+    assert [n for _, n in parts] == [2, 1, 1, 1]
+    expected = [np.stack(images[:2]), np.stack(images[2:3]), np.zeros((1, 1, 4, 4), np.float32),
+                np.stack(images[4:])]
+    for (name, _), array in zip(parts, expected):
+        reference = tmp_path / "ref.npy"
+        np.save(reference, array)
+        assert (tmp_path / name).read_bytes() == reference.read_bytes(), name
+        np.testing.assert_array_equal(np.load(tmp_path / name, mmap_mode="r"), array)
+    with pytest.raises(ValueError, match="NaN"):
+        writer.add(np.full((1, 6, 5), np.nan, np.float32))
+    aborted = ingest_mod.PartWriter(tmp_path / "sub", ".part-y", limit=2)
+    (tmp_path / "sub").mkdir()
+    for im in images[:3]:
+        aborted.add(im)
+    aborted.abort()
+    assert not list((tmp_path / "sub").iterdir())
+
+
+def _shards_and_manifest(out: Path) -> tuple[dict[str, bytes], str]:
+    shards = {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+    return shards, (out / "manifest.csv").read_text()
+
+
+def test_cache_is_identical_whatever_the_worker_count(tmp_path: Path) -> None:
+    raw = _medical_raw(tmp_path / "raw", n_patients=30)
+    _, one = _cfg(tmp_path, workers=1, shard_size=4)
+    _, two = _cfg(tmp_path, workers=2, shard_size=4)
+    ingest("medical", raw, raw / "labels.csv", tmp_path / "one", one)
+    ingest("medical", raw, raw / "labels.csv", tmp_path / "two", two)
+    shards, manifest = _shards_and_manifest(tmp_path / "one")
+    assert (shards, manifest) == _shards_and_manifest(tmp_path / "two")
+    assert len(shards) > 5 and not any(name.startswith(".") for name in shards)
+    frame = pd.read_csv(tmp_path / "one" / "manifest.csv")
+    assert frame.groupby("shard")["index"].max().max() <= 3  # shard_size caps every shard
+    # Each row points at its own file's image.
+    reader = ShardReader(tmp_path / "one")
+    from medvit.io.dicom import DicomOptions, read_frames
+
+    pseudo = Pseudonymizer(KEY.encode())
+    by_id = {pseudo.sample(p.relative_to(raw).as_posix(), 0): p for p in (raw / "images").rglob("PHIPID*.dcm")}
+    for sample_id, shard, index in zip(frame["id"], frame["shard"], frame["index"]):
+        _, frames = read_frames(by_id[sample_id], DicomOptions())
+        expected = ingest_mod.letterbox(next(frames)[1], 32)
+        np.testing.assert_array_equal(reader.get(int(shard), int(index)), expected)
+
+
+def _dies_on_crash_files(task: tuple) -> object:
+    if task[1].endswith("crash.dcm"):
+        os._exit(1)  # what a segfaulting decoder does to its worker
+    return _real_medical_task(task)
+
+
+_real_medical_task = ingest_mod.medical_task
+
+
+def test_a_file_that_kills_its_worker_is_rejected_and_its_block_rerun(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _medical_raw(tmp_path / "raw", n_patients=20)
+    shutil.copy(raw / "images" / "site" / "PHIPID0003_0.dcm", raw / "images" / "site" / "crash.dcm")
+    with open(raw / "labels.csv", "a", newline="") as f:
+        f.write("crash.dcm,nodule,PHICSV3\n")
+    monkeypatch.setattr(ingest_mod, "medical_task", _dies_on_crash_files)  # forked workers inherit it
+    _, cfg = _cfg(tmp_path, workers=2, shard_size=4)
+    out = tmp_path / "out"
+    report = ingest("medical", raw, raw / "labels.csv", out, cfg)
+    rejects = dict(pd.read_csv(out / "rejects.csv").itertuples(index=False))
+    assert rejects["images/site/crash.dcm"].startswith("decoder crashed")
+    assert report["n_ingested"] == 40  # the crashed file's block-mates were re-run and kept
+    keys = [p.relative_to(raw).as_posix() for p in raw.rglob("*") if p.is_file() and p.name != "labels.csv"]
+    _check_conservation(keys, out)
+    assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no stray part files
+    frame = pd.read_csv(out / "manifest.csv")
+    reader = ShardReader(out)
+    assert all(reader.get(int(s), int(i)).shape == (1, 32, 32) for s, i in zip(frame["shard"], frame["index"]))
