@@ -7,8 +7,14 @@
    that would make the cache wrong are fatal ``UserError``s naming rows, not values;
 2. decode in parallel worker processes (``ingest.workers``; ordered, with a
    bounded number of tasks in flight, so peak memory does not grow with the
-   data set) and stream every sample into ``ShardWriter``; each file ends up
-   with >= 1 manifest rows XOR one ``rejects.csv`` row;
+   data set); each file ends up with >= 1 manifest rows XOR one ``rejects.csv``
+   row. Medical files go in blocks of consecutive files (``block_size``, fixed
+   by the file count, not the worker count); each worker writes its block's
+   images into its own part files and the main process renames them into
+   numbered shards in input order, so no pixels cross the result pipe and the
+   cache is byte-identical for any number of workers. Satellite chips are
+   streamed into ``StreamingShardWriter`` by the main process (their nodata is
+   filled later with the train mean);
 3. group-aware multi-label stratified splits (``medvit.data.splits``); groups
    are pseudonyms, so the splits are deterministic for ``ingest.seed`` *and* the
    de-identification key (a new key reshuffles which patient lands where);
@@ -468,6 +474,10 @@ def medical_task(task: tuple[str, str, np.ndarray | None, str]) -> TaskResult:
         result.reject = str(err)
     except MemoryError:
         result.samples, result.reject = [], "too large to decode: MemoryError"
+    except Exception as err:  # noqa: BLE001 - one bad file must never stop the stage
+        # A failure no check above foresaw: reject the file, naming only the error type (the message
+        # may quote header values, i.e. PHI, so it is not logged either).
+        result.samples, result.reject = [], f"decode failed: unexpected {type(err).__name__}"
     return result
 
 

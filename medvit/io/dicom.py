@@ -44,7 +44,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from medvit.io.decoders import NATIVE_SYNTAXES, decode_frame
-from medvit.io.dicom_values import number, tag_value, value
+from medvit.io.dicom_values import NotANumber, number, tag_value, value
 
 # Header attributes handed to medvit.deid (which decides what may be written).
 HEADER_KEYWORDS: tuple[str, ...] = (
@@ -156,7 +156,11 @@ def _iter_frames(info: DicomFile, indices: range, photometric: str,
     for index in indices:
         raw, plugin = _decode(info, index)
         info.plugin = plugin
-        yield index, to_unit_range(raw, info.ds, photometric, options, index)
+        try:
+            unit = to_unit_range(raw, info.ds, photometric, options, index)
+        except NotANumber as err:  # e.g. RescaleSlope "abc": the file is unusable, not the stage
+            raise DicomReject("invalid image header", str(err)) from None
+        yield index, unit
 
 
 def _decode(info: DicomFile, index: int) -> tuple[np.ndarray, str]:

@@ -74,14 +74,29 @@ def tag_value(ds: Dataset, tag: int) -> Any:
     return _converted(ds, tag)
 
 
+class NotANumber(ValueError):
+    """A numeric header element holds something else; names the keyword, never the value (PHI-safe)."""
+
+    def __init__(self, keyword: str) -> None:
+        super().__init__(f"{keyword} is not a number")
+        self.keyword = keyword
+
+
 def number(ds: Dataset, keyword: str, default: float | None = None) -> float | None:
-    """First value of ``keyword`` as a float; ``default`` when absent or empty. Raises ValueError if not numeric."""
+    """First value of ``keyword`` as a float; ``default`` when absent or empty.
+
+    Raises:
+        NotANumber: the value is not numeric.
+    """
     v = value(ds, keyword)
     if isinstance(v, list):
         v = v[0] if v else None
     if v is None or v == "":
         return default
-    return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise NotANumber(keyword) from None
 
 
 def _dictionary_vr(tag: int) -> str:

@@ -552,3 +552,25 @@ def test_a_file_that_kills_its_worker_is_rejected_and_its_block_rerun(tmp_path: 
     frame = pd.read_csv(out / "manifest.csv")
     reader = ShardReader(out)
     assert all(reader.get(int(s), int(i)).shape == (1, 32, 32) for s, i in zip(frame["shard"], frame["index"]))
+
+
+def test_an_unforeseen_error_rejects_the_file_without_its_message(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import medvit.io.dicom as dicom_mod
+
+    raw = _medical_raw(tmp_path / "raw")
+    real = dicom_mod.read_frames
+
+    def boom(path: str, options: object) -> object:  # a failure no check foresaw, quoting a header value
+        if str(path).endswith("burned.dcm"):
+            raise KeyError("PHIPID0001")
+        return real(path, options)
+
+    monkeypatch.setattr(dicom_mod, "read_frames", boom)
+    _, cfg = _cfg(tmp_path, workers=1)
+    out = tmp_path / "out"
+    report = ingest("medical", raw, raw / "labels.csv", out, cfg)
+    rejects = dict(pd.read_csv(out / "rejects.csv").itertuples(index=False))
+    assert rejects["images/site/burned.dcm"] == "decode failed: unexpected KeyError"
+    assert "PHIPID0001" not in (out / "rejects.csv").read_text()
+    assert report["n_ingested"] == 24  # every other file still made it

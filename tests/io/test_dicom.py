@@ -19,7 +19,7 @@ TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 REASONS = {
     "empty file", "not DICOM", "truncated or corrupt", "no pixel data", "unsupported transfer syntax",
     "decode failed", "burned-in annotation", "unsupported photometric interpretation", "incomplete image header",
-    "invalid VOI", "non-finite pixel values",
+    "invalid VOI", "non-finite pixel values", "invalid image header",
 }
 
 
@@ -240,3 +240,16 @@ def test_no_gpl_decoder_for_jpeg_and_jpeg_ls() -> None:
     info, frames = read_frames(_testfile("MR_small_jpeg_ls_lossless.dcm"), DicomOptions())
     list(frames)
     assert info.plugin == "gdcm"
+
+
+def test_non_numeric_rescale_is_a_reject_not_a_crash(tmp_path: Path) -> None:
+    ds = _dataset(np.zeros((4, 4)), RescaleSlope="9.5", RescaleIntercept="0")
+    path = tmp_path / "bad.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert data.count(b"9.5 ") == 1
+    path.write_bytes(data.replace(b"9.5 ", b"abc "))  # what a broken writer leaves; pydicom cannot write it
+    with pytest.raises(DicomReject) as err:
+        _frames(path)
+    assert err.value.reason == "invalid image header"
+    assert "RescaleSlope" in str(err.value) and "abc" not in str(err.value)
