@@ -428,6 +428,11 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
 
 def _sums(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """(3, C): per-channel sum, sum of squares and count of valid pixels, in float64."""
+    if valid is None and image.dtype == np.float32:
+        # OpenCV accumulates float32 in float64, in one pass each (NumPy would first copy to float64).
+        planes = [np.ascontiguousarray(plane) for plane in image]
+        return np.array([[cv2.sumElems(p)[0] for p in planes], [cv2.norm(p, cv2.NORM_L2SQR) for p in planes],
+                         [float(p.size) for p in planes]], dtype=np.float64)
     x = image.reshape(image.shape[0], -1)
     if valid is not None:
         v = valid.reshape(image.shape[0], -1)

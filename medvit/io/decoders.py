@@ -124,10 +124,11 @@ def native_grey_frame(ds: Dataset, index: int) -> np.ndarray | None:
     dtype = np.dtype(f"<{'i' if signed else 'u'}{itemsize}")
     arr = np.frombuffer(data, dtype, count=rows * cols, offset=index * frame_bytes).reshape(rows, cols)
     shift = allocated - stored
-    if shift:
-        arr = arr.copy()
-        np.left_shift(arr, shift, out=arr)
-        np.right_shift(arr, shift, out=arr)  # arithmetic for signed dtypes: sign extension
+    if shift and signed:
+        arr = np.left_shift(arr, shift)
+        np.right_shift(arr, shift, out=arr)  # arithmetic shift: sign extension from bit Bits Stored - 1
+    elif shift:
+        arr = np.bitwise_and(arr, dtype.type((1 << stored) - 1))  # clear the unused high bits
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 

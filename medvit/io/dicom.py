@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
@@ -56,6 +57,7 @@ HEADER_KEYWORDS: tuple[str, ...] = (
 )
 _HEADER_TAGS: dict[str, int] = {k: int(pydicom.datadict.tag_for_keyword(k)) for k in HEADER_KEYWORDS}  # type: ignore[arg-type]
 _RESCALE_SLOPE, _RESCALE_INTERCEPT = 0x00281053, 0x00281052
+_CV_AFFINE = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
 _PER_FRAME, _SHARED = 0x52009230, 0x52009229  # Per-frame / Shared Functional Groups Sequence
 _COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_422", "YBR_PARTIAL_420"}
 _MONO = {"MONOCHROME1", "MONOCHROME2"}
@@ -196,7 +198,10 @@ def to_unit_range(arr: np.ndarray, ds: Dataset, photometric: str, options: Dicom
             raise DicomReject("non-finite pixel values")
         # Steps 1-2 fused into one affine map when both are linear (rescale + LINEAR window or min-max).
         affine = _linear_chain(arr, ds, options, index)
-        if affine is not None:
+        if affine is not None and arr.dtype in _CV_AFFINE and arr.ndim == 2:
+            # One pass: OpenCV converts, scales and shifts together (NumPy needs three passes).
+            unit = cv2.addWeighted(arr, affine[0], arr, 0.0, affine[1], dtype=cv2.CV_32F)
+        elif affine is not None:
             unit = arr.astype(np.float32)
             unit *= np.float32(affine[0])
             unit += np.float32(affine[1])

@@ -574,3 +574,15 @@ def test_an_unforeseen_error_rejects_the_file_without_its_message(tmp_path: Path
     assert rejects["images/site/burned.dcm"] == "decode failed: unexpected KeyError"
     assert "PHIPID0001" not in (out / "rejects.csv").read_text()
     assert report["n_ingested"] == 24  # every other file still made it
+
+
+def test_sums_are_float64_exact_with_and_without_a_mask() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.random((3, 50, 40), dtype=np.float32)
+    x64 = image.reshape(3, -1).astype(np.float64)
+    got = ingest_mod._sums(image)
+    np.testing.assert_allclose(got, np.stack([x64.sum(1), (x64**2).sum(1), np.full(3, 2000.0)]), rtol=1e-12)
+    valid = rng.random((3, 50, 40)) > 0.3
+    masked = ingest_mod._sums(image, valid)
+    v = valid.reshape(3, -1)
+    np.testing.assert_allclose(masked, np.stack([(x64 * v).sum(1), (x64**2 * v).sum(1), v.sum(1)]), rtol=1e-12)
