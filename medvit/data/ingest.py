@@ -237,8 +237,9 @@ def _vocabulary(cells: pd.Series, label_names: Sequence[str], path: Path, column
     return tuple(found)
 
 
-def _multi_hot(cell: str, names: Sequence[str]) -> np.ndarray:
-    index = {n: i for i, n in enumerate(names)}
+def _multi_hot(cell: str, names: Sequence[str], index: dict[str, int] | None = None) -> np.ndarray:
+    """0/1 vector over ``names`` for a ``|``-separated cell (``index``: a prebuilt name -> position map)."""
+    index = index if index is not None else {n: i for i, n in enumerate(names)}
     out = np.zeros(len(names), dtype=np.uint8)
     for n in _split_names(cell):
         out[index[n]] = 1
@@ -298,6 +299,7 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
         by_name.setdefault(Path(f).name, []).append(f)
     by_file: dict[str, tuple[np.ndarray, str]] = {}
     ambiguous, missing = [], 0
+    positions = {n: i for i, n in enumerate(names)}
     for i, (key, cell, pid) in enumerate(zip(index, frame["Finding Labels"], pids)):
         if key in by_rel:  # an exact relative path wins over a bare file name
             hits = [key]
@@ -311,7 +313,7 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
         elif not hits:
             missing += 1
         else:
-            by_file[hits[0]] = (_multi_hot(cell, names), pid)
+            by_file[hits[0]] = (_multi_hot(cell, names, positions), pid)
     if ambiguous:
         raise UserError(f"{path}: 'Image Index' on rows {_rows(ambiguous)} matches several files; "
                         "use paths relative to the image folder to disambiguate")
@@ -763,8 +765,10 @@ def _ingest_medical(raw: Path, labels_path: Path, tmp: Path, cfg: IngestConfig,
     files = find_files(root, exclude=[labels_path])
     if not files:
         raise UserError(f"{root}: no input files found")
-    keys = [p.relative_to(raw).as_posix() for p in files]
-    root_keys = [p.relative_to(root).as_posix() for p in files]
+    # Relative paths by slicing: every file lies under ``root`` (find_files keeps the absolute prefix).
+    raw_prefix, root_prefix = len(os.path.join(raw, "")), len(os.path.join(root, ""))
+    keys = [str(p)[raw_prefix:].replace(os.sep, "/") for p in files]
+    root_keys = [str(p)[root_prefix:].replace(os.sep, "/") for p in files]
     table = match_medical_labels(labels_path, root_keys, mcfg.label_names)
     key, key_source = load_key(key_dir)
     pseudo = Pseudonymizer(key)

@@ -53,7 +53,7 @@ def group_splits(groups: Sequence[str], labels: np.ndarray, fractions: Mapping[s
             score = want_total.copy()
         else:
             score = want_label[:, label] + 1e-9 * want_total  # ties -> split wanting most samples
-        best = np.flatnonzero(np.isclose(score, score.max(), rtol=0, atol=1e-12))
+        best = np.flatnonzero(score >= score.max() - 1e-12)  # ties within 1e-12 of the best
         s = int(best[0] if len(best) == 1 else rng.choice(best))
         assigned[g] = s
         want_total[s] -= size[g]
