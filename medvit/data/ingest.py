@@ -292,15 +292,15 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
         raise UserError(f"{path}: empty 'Finding Labels' on rows {_rows(np.flatnonzero(empty))}; "
                         f"write '{NO_FINDING}' for an image without findings")
     names = _vocabulary(frame["Finding Labels"], label_names, path, "Finding Labels")
-    pids = frame["Patient ID"].str.strip() if "Patient ID" in frame.columns else pd.Series([""] * len(frame))
+    pids = frame["Patient ID"].str.strip().tolist() if "Patient ID" in frame.columns else [""] * len(frame)
     by_rel = {f: f for f in files}
     by_name: dict[str, list[str]] = {}
     for f in files:
-        by_name.setdefault(Path(f).name, []).append(f)
+        by_name.setdefault(f.rpartition("/")[2], []).append(f)  # files are '/'-separated relative paths
     by_file: dict[str, tuple[np.ndarray, str]] = {}
     ambiguous, missing = [], 0
     positions = {n: i for i, n in enumerate(names)}
-    for i, (key, cell, pid) in enumerate(zip(index, frame["Finding Labels"], pids)):
+    for i, (key, cell, pid) in enumerate(zip(index.tolist(), frame["Finding Labels"].tolist(), pids)):
         if key in by_rel:  # an exact relative path wins over a bare file name
             hits = [key]
         elif "/" in key:
