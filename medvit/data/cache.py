@@ -29,6 +29,14 @@ def shard_path(cache_dir: str | Path, shard: int) -> Path:
     return Path(cache_dir) / SHARD_DIR / f"shard-{shard:05d}.npy"
 
 
+def check_cache_image(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is a (C, H, W) float32 array without NaN or inf."""
+    if image.dtype != np.float32 or image.ndim != 3:
+        raise ValueError(f"cache images must be (C,H,W) float32, got {image.dtype} {image.shape}")
+    if not np.isfinite(image).all():
+        raise ValueError("cache images must not contain NaN or inf")
+
+
 class ShardWriter:
     """Append (C, H, W) float32 images into fixed-size ``.npy`` shards.
 
@@ -45,10 +53,7 @@ class ShardWriter:
 
     def add(self, image: np.ndarray) -> tuple[int, int]:
         """Queue one image; return its (shard, index)."""
-        if image.dtype != np.float32 or image.ndim != 3:
-            raise ValueError(f"cache images must be (C,H,W) float32, got {image.dtype} {image.shape}")
-        if not np.isfinite(image).all():
-            raise ValueError("cache images must not contain NaN or inf")
+        check_cache_image(image)
         if self._buf and image.shape != self._buf[0].shape:
             self.flush()
         loc = (self._shard, len(self._buf))

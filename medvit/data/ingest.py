@@ -34,6 +34,7 @@ whole; chips of its earlier strips may stay in a shard as unreferenced rows
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import multiprocessing as mp
 import os
@@ -55,7 +56,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvit.config import IngestConfig
-from medvit.data.cache import SHARD_DIR, ShardWriter, shard_path, write_json_atomic
+from medvit.data.cache import SHARD_DIR, ShardWriter, check_cache_image, shard_path, write_json_atomic
 from medvit.data.manifest import FIXED_COLUMNS, SPLITS, label_column
 from medvit.data.splits import group_splits
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
@@ -154,13 +155,11 @@ class PartWriter:
         self._file: Any = None
         self._shape: tuple[int, ...] = ()
         self._n = 0
+        self._header_len = 0
 
     def add(self, image: np.ndarray) -> tuple[int, int]:
         """Append one image; return its (part, index)."""
-        if image.dtype != np.float32 or image.ndim != 3:
-            raise ValueError(f"cache images must be (C,H,W) float32, got {image.dtype} {image.shape}")
-        if not np.isfinite(image).all():
-            raise ValueError("cache images must not contain NaN or inf")
+        check_cache_image(image)
         if self._file is None or image.shape != self._shape or self._n >= self.limit:
             self._close_part()
             self._open(image.shape)
@@ -185,8 +184,6 @@ class PartWriter:
         return f"{self.stem}-{len(self.parts):03d}.npy"
 
     def _header(self, n: int) -> bytes:
-        import io
-
         buf = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
@@ -196,13 +193,13 @@ class PartWriter:
     def _open(self, shape: tuple[int, ...]) -> None:
         self._shape, self._n = shape, 0
         self._file = open(self.folder / self._name(), "wb")  # noqa: SIM115 - closed by _close_part/abort
-        self._file.write(self._header(self.limit))
+        self._header_len = self._file.write(self._header(self.limit))
 
     def _close_part(self) -> None:
         if self._file is None:
             return
         header = self._header(self._n)
-        if len(header) != len(self._header(self.limit)):  # pragma: no cover - numpy always pads the shape
+        if len(header) != self._header_len:  # pragma: no cover - numpy always pads the shape
             raise RuntimeError("npy header length changed with the image count")
         self._file.seek(0)
         self._file.write(header)

@@ -253,3 +253,25 @@ def test_non_numeric_rescale_is_a_reject_not_a_crash(tmp_path: Path) -> None:
         _frames(path)
     assert err.value.reason == "invalid image header"
     assert "RescaleSlope" in str(err.value) and "abc" not in str(err.value)
+
+
+def test_rescale_and_window_from_functional_groups(tmp_path: Path) -> None:
+    """Enhanced multi-frame: slope/intercept and window from the functional groups (PS3.3 C.7.6.16.2)."""
+    pixels = np.array([[0, 100], [200, 400]], dtype=np.uint16)
+    ds = _dataset(pixels)
+    transform, voi = pydicom.Dataset(), pydicom.Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept = "2", "-100"        # values: -100, 100, 300, 700
+    voi.WindowCenter, voi.WindowWidth = "300", "401"                         # LINEAR over [100, 500]
+    per_frame = pydicom.Dataset()
+    per_frame.PixelValueTransformationSequence = pydicom.Sequence([transform])
+    shared = pydicom.Dataset()
+    shared.FrameVOILUTSequence = pydicom.Sequence([voi])
+    ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([per_frame])
+    ds.SharedFunctionalGroupsSequence = pydicom.Sequence([shared])
+    path = tmp_path / "enhanced.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    (got,) = _frames(path)
+    values = pixels * 2.0 - 100.0
+    expected = np.clip((values - 299.5) / 400.0 + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(got[0], expected, atol=1e-6)
+    assert got[0, 1, 0] == pytest.approx(0.5, abs=2e-3) and got[0, 0, 0] == 0.0 and got[0, 1, 1] == 1.0
