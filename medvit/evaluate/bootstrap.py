@@ -4,7 +4,7 @@ Images of one patient or scene are correlated, so resampling images would give
 intervals that are too narrow (Field & Welsh 2007, cluster bootstrap). Each
 resample draws G groups with replacement; the number of times each group is
 drawn becomes the weight of its samples, a (B, N) weight matrix. All
-metrics take these weights (``medvit.evaluate.metrics``), so B resamples cost
+metrics take these weights (``medvit.metrics``), so B resamples cost
 a handful of vectorised passes rather than B scikit-learn calls, and every model
 is scored on the *same* resamples, which makes the paired comparison valid.
 
@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medvit.evaluate.metrics import ranking_metrics, threshold_metrics, valid_labels
+from medvit.metrics import ranking_metrics, threshold_metrics, valid_labels
 
 LABEL_METRICS: tuple[str, ...] = ("auroc", "ap", "sens_at_spec", "sensitivity", "specificity", "f1")
 MICRO_METRICS: tuple[str, ...] = ("auroc", "ap")

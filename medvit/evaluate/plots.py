@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medvit.evaluate.calibration import reliability_bins
-from medvit.evaluate.metrics import valid_labels
+from medvit.metrics import valid_labels
 
 POOLED = "(all labels)"
 _DIGITS = 6

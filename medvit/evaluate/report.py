@@ -24,7 +24,7 @@ from medvit.config import EvaluateConfig
 from medvit.evaluate.bootstrap import ModelStats, group_weights, model_stats, paired_difference, percentile_ci
 from medvit.evaluate.calibration import ece, ece_per_label
 from medvit.evaluate.inputs import FINETUNE
-from medvit.evaluate.metrics import summary, valid_labels
+from medvit.metrics import summary, valid_labels
 from medvit.evaluate.thresholds import choose_thresholds
 
 SUMMARY_METRICS: tuple[str, ...] = (

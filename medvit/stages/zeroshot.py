@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.data.cache import write_json_atomic
     from medvit.data.manifest import read_manifest
     from medvit.data.scores import write_scores
-    from medvit.evaluate.metrics import summary
+    from medvit.metrics import summary
     from medvit.paths import default_path
     from medvit.tracking.runs import pipeline_id, repo_root, stage_run
     from medvit.zeroshot.backends import load_backend

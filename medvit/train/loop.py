@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from medvit.evaluate.metrics import summary
+from medvit.metrics import summary
 from medvit.io.atomic import atomic_path
 from medvit.train import distributed as D
 from medvit.train.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state

@@ -8,7 +8,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from medvit.evaluate.bootstrap import group_weights, model_stats, paired_difference, percentile_ci
-from medvit.evaluate.metrics import ranking_metrics
+from medvit.metrics import ranking_metrics
 
 
 def test_group_weights_resample_whole_groups_and_are_seeded() -> None:

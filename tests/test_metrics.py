@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 
-from medvit.evaluate.metrics import (
+from medvit.metrics import (
     per_label,
     ranking_metrics,
     sensitivity_at_specificity,

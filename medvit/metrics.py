@@ -1,8 +1,7 @@
 """Multi-label ranking metrics on (N, L) arrays.
 
-Pure numpy/scikit-learn with no medvit imports, so train and zeroshot may use
-it for their per-epoch numbers (the one exception to the io -> data -> models ->
-train | zeroshot -> evaluate import order): every stage then reports the same
+Pure numpy/scikit-learn with no medvit imports, below train, zeroshot and
+evaluate in the import order, so every stage reports the same
 ``<split>/<metric>`` names computed the same way.
 
 A label with a single class in a split has no AUROC/AP: it is reported as NaN
