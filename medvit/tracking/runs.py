@@ -30,7 +30,7 @@ EMBEDDED_DIR = ".mlflow"
 # these at each request (mlflow/utils/rest_utils.py: http_request): a call then takes at most about
 # TIMEOUT x (1 + MAX_RETRIES) plus backoff (urllib3 sleeps 0 before the first retry) + JITTER seconds.
 # setdefault: a user's own values win.
-_HTTP_DEFAULTS = {
+HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -218,7 +218,7 @@ def stage_run(
         log.info("MLflow tracking disabled by %s=%s", DISABLE_ENV, os.environ[DISABLE_ENV])
         yield StageRun(None, None)
         return
-    for k, v in _HTTP_DEFAULTS.items():
+    for k, v in HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
     commit = git_commit()
     all_tags = {"git_commit": commit, "domain": domain, "stage": stage, **{k: str(v) for k, v in tags.items()}}
