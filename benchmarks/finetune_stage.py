@@ -46,7 +46,8 @@ LABELS = ("a", "b", "c", "d")
 
 def write_cache(root: Path, counts: dict[str, int], size: int = 224, seed: int = 0) -> None:
     """A medical-like cache: one channel, a bright square per label so the labels are learnable."""
-    from medvit.data.cache import ShardWriter, write_json_atomic
+    from medvit.data.cache import ShardWriter
+    from medvit.io.atomic import write_json_atomic
 
     rng = np.random.default_rng(seed)
     writer, rows, k = ShardWriter(root, 256), [], 0

@@ -27,7 +27,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medvit.config import AugmentConfig
-from medvit.data.cache import ShardWriter, write_json_atomic
+from medvit.data.cache import ShardWriter
+from medvit.io.atomic import write_json_atomic
 from medvit.data.dataset import CacheDataset
 from medvit.data.transforms import train_transform
 from medvit.models.classifier import Classifier

@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 from medvit.config import LinearProbeConfig, ZeroshotDomain
-from medvit.data.cache import ShardWriter, write_json_atomic
+from medvit.data.cache import ShardWriter
+from medvit.io.atomic import write_json_atomic
 from medvit.data.dataset import CacheDataset
 from medvit.data.manifest import label_column, read_manifest
 from medvit.zeroshot.backends import bundled_clip_tokenizer, load_transformers

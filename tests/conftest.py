@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medvit.data.cache import ShardWriter, write_json_atomic
+from medvit.data.cache import ShardWriter
+from medvit.io.atomic import write_json_atomic
 from medvit.data.manifest import label_column
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

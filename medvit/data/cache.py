@@ -93,13 +93,6 @@ class ShardReader:
         return {"cache_dir": self.cache_dir, "_maps": {}}
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temporary file and rename."""
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def read_stats(cache_dir: str | Path) -> dict[str, Any]:
     """Per-channel train-split ``mean``/``std``, ``channels`` and ``size``."""
     path = Path(cache_dir) / "stats.json"

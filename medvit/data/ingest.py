@@ -56,7 +56,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvit.config import IngestConfig
-from medvit.data.cache import SHARD_DIR, ShardWriter, check_cache_image, shard_path, write_json_atomic
+from medvit.data.cache import SHARD_DIR, ShardWriter, check_cache_image, shard_path
+from medvit.io.atomic import write_json_atomic
 from medvit.data.manifest import FIXED_COLUMNS, SPLITS, label_column
 from medvit.data.splits import group_splits
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key

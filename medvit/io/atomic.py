@@ -7,6 +7,7 @@ before the rename, so that outputs stay readable to the team, to DVC and to the 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -52,3 +53,10 @@ def atomic_open(path: str | Path, mode: str = "w", fsync: bool = False, **kwargs
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON with sorted keys (stable bytes for DVC) via ``atomic_open``."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -36,7 +36,7 @@ def _meta(path: Path, stage: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.cache import write_json_atomic
+    from medvit.io.atomic import write_json_atomic
     from medvit.data.manifest import read_manifest
     from medvit.evaluate import figures, report
     from medvit.evaluate.inputs import FINETUNE, aligned_scores, discover_models

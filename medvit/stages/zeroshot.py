@@ -42,7 +42,7 @@ def _prompts_file(path: str) -> Path:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.cache import write_json_atomic
+    from medvit.io.atomic import write_json_atomic
     from medvit.data.manifest import read_manifest
     from medvit.data.scores import write_scores
     from medvit.metrics import summary

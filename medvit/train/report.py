@@ -59,7 +59,7 @@ def plot_learning_curves(path: str | Path, history: Sequence[dict[str, float]], 
 def write_outputs(out: Path, model: Any, meta: dict[str, Any], scores: dict[str, np.ndarray],
                   ids: dict[str, list[str]], history: Sequence[dict[str, float]], summary: dict[str, Any]) -> None:
     """The stage's outputs in ``out``: model.safetensors + meta.json, scores/<split>.csv, history.csv, metrics.json."""
-    from medvit.data.cache import write_json_atomic
+    from medvit.io.atomic import write_json_atomic
     from medvit.data.scores import write_scores
     from medvit.models.classifier import save_classifier
 

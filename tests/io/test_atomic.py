@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medvit.data.cache import write_json_atomic
+from medvit.io.atomic import write_json_atomic
 from medvit.data.scores import write_scores
 from medvit.io.atomic import atomic_open, atomic_path
 
