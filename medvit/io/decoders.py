@@ -7,8 +7,6 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
-from medvit.io.dicom_values import number, value
-
 # Transfer syntaxes ingest must decode (the ingest issue); names from PS3.6 Annex A.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2",       # Implicit VR Little Endian
@@ -85,53 +83,6 @@ def plugin_order(uid: str) -> tuple[str, ...]:
     return tuple(p for p in PREFERRED_PLUGINS.get(uid, ()) if p in installed)
 
 
-_LITTLE_ENDIAN_NATIVE = frozenset(TRANSFER_SYNTAXES[:3])  # implicit, explicit, deflated (inflated on read)
-
-
-def native_grey_frame(ds: Dataset, index: int) -> np.ndarray | None:
-    """Frame ``index`` of uncompressed little-endian grey-scale ``PixelData`` straight from its bytes.
-
-    The same values as ``pydicom.pixels.pixel_array(ds, index=index)`` (dtype from
-    Bits Allocated and Pixel Representation; bits above Bits Stored cleared, or
-    sign-extended for signed data, as pydicom does per PS3.5 8.1.1), without
-    pydicom's per-call decoder set-up, which cost more than the rest of the
-    intensity chain. Returns None for anything else (colour, palette, 1-bit or
-    float data, short or odd-sized pixel data, unusual headers): pydicom decodes
-    those, and reports the errors.
-    """
-    try:
-        if number(ds, "SamplesPerPixel", 1) != 1:
-            return None
-        raw = ds.get_item(0x7FE00010)  # PixelData, without pydicom's element conversion
-        if raw is None or str(value(ds, "PhotometricInterpretation")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
-            return None
-        allocated = int(number(ds, "BitsAllocated") or 0)
-        stored = int(number(ds, "BitsStored") or allocated)
-        signed = int(number(ds, "PixelRepresentation", 0) or 0)
-        rows, cols = int(number(ds, "Rows") or 0), int(number(ds, "Columns") or 0)
-        frames = int(number(ds, "NumberOfFrames") or 1)
-        data = raw.value
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None
-    if allocated not in (8, 16, 32) or not 0 < stored <= allocated or signed not in (0, 1):
-        return None
-    if not isinstance(data, bytes) or rows <= 0 or cols <= 0 or not 0 <= index < max(frames, 1):
-        return None
-    itemsize = allocated // 8
-    frame_bytes = rows * cols * itemsize
-    if len(data) < frame_bytes * max(frames, 1):
-        return None  # truncated: pydicom's error names it
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{itemsize}")
-    arr = np.frombuffer(data, dtype, count=rows * cols, offset=index * frame_bytes).reshape(rows, cols)
-    shift = allocated - stored
-    if shift and signed:
-        arr = np.left_shift(arr, shift)
-        np.right_shift(arr, shift, out=arr)  # arithmetic shift: sign extension from bit Bits Stored - 1
-    elif shift:
-        arr = np.bitwise_and(arr, dtype.type((1 << stored) - 1))  # clear the unused high bits
-    return arr.astype(dtype.newbyteorder("="), copy=False)
-
-
 def decode_frame(ds: Dataset, index: int, uid: str) -> tuple[np.ndarray, str]:
     """Decode frame ``index`` of ``ds`` with the first plugin in ``plugin_order`` that succeeds.
 
@@ -147,10 +98,6 @@ def decode_frame(ds: Dataset, index: int, uid: str) -> tuple[np.ndarray, str]:
     from pydicom.dataset import FileMetaDataset
     from pydicom.pixels import pixel_array
 
-    if uid in _LITTLE_ENDIAN_NATIVE:
-        fast = native_grey_frame(ds, index)
-        if fast is not None:
-            return fast, "pydicom"
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" not in ds.file_meta:

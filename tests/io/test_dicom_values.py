@@ -1,4 +1,4 @@
-"""The raw-bytes header reader gives pydicom's own values, on every file pydicom ships."""
+"""Header values as strings through pydicom: one shape for every caller, PHI-free errors."""
 
 from __future__ import annotations
 
@@ -7,49 +7,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import RawDataElement
-from pydicom.multival import MultiValue
 
 from medvit.io import dicom_values
-from medvit.io.dicom import HEADER_KEYWORDS
-
-TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-# What ingest reads: the de-identification header and the image / intensity-chain attributes.
-KEYWORDS = (*HEADER_KEYWORDS, "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "HighBit",
-            "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "VOILUTFunction",
-            "SpecificCharacterSet", "SeriesDescription", "InstitutionName", "StudyDate", "ImageType")
-
-
-def _pydicom_value(ds: pydicom.Dataset, keyword: str) -> object:
-    try:
-        if keyword not in ds:
-            return None
-        v = ds[keyword].value
-    except Exception:  # noqa: BLE001 - malformed elements read as None in both
-        return None
-    if v is None:
-        return None
-    if isinstance(v, (list, MultiValue)):
-        return [str(x) for x in v]
-    return str(v)
-
-
-def test_values_match_pydicom_on_every_shipped_file() -> None:
-    fast_reads = 0
-    checked = 0
-    for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, force=True)
-            list(ds.keys())
-        except Exception:  # noqa: BLE001 - unreadable files: not this test's business
-            continue
-        reference = pydicom.dcmread(path, force=True)
-        for keyword in KEYWORDS:
-            raw = ds.get_item(dicom_values.tag_of(keyword)) if keyword in ds else None
-            fast_reads += int(isinstance(raw, RawDataElement) and bool(raw.value))
-            assert dicom_values.value(ds, keyword) == _pydicom_value(reference, keyword), (path.name, keyword)
-            checked += 1
-    assert checked > 2000 and fast_reads > 500  # the raw-bytes path really ran
 
 
 def test_binary_text_and_multi_values(tmp_path: Path) -> None:
@@ -79,3 +38,20 @@ def test_binary_text_and_multi_values(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         dicom_values.tag_of("NotAKeyword")
     assert keyword_for_tag(dicom_values.tag_of("Rows")) == "Rows"
+
+
+def test_non_numeric_value_names_the_keyword_not_the_value(tmp_path: Path) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.RescaleSlope, ds.RescaleIntercept = "9.5", ""
+    path = tmp_path / "x.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(path.read_bytes().replace(b"9.5 ", b"Doe "))  # a name where a number belongs
+    read = pydicom.dcmread(path)
+    assert dicom_values.number(read, "RescaleIntercept", 0.0) == 0.0  # empty: the default
+    with pytest.raises(dicom_values.NotANumber) as err:
+        dicom_values.number(read, "RescaleSlope", 1.0)
+    assert err.value.keyword == "RescaleSlope" and "Doe" not in str(err.value)
