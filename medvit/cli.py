@@ -19,7 +19,7 @@ import sys
 from typing import Sequence
 
 from medvit import __version__
-from medvit.config import DOMAINS, ConfigError, load_params
+from medvit.config import DOMAINS, ConfigError, load_params, record_reads
 from medvit.errors import UserError
 from medvit.stages import STAGES
 
@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mod = _stage_module(args._module)
     try:
         params = load_params(args.params) if hasattr(args, "params") and args._module in STAGES else None
+        if params is not None:
+            record_reads(args._module, args.domain)  # MEDVIT_RECORD_PARAMS: which keys this stage reads
         return int(mod.run(args, params) or 0)
     except (UserError, ConfigError, FileNotFoundError) as err:
         if args.verbose:

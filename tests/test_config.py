@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medvit.config import ConfigError, Params, load_params, parse_params
+from medvit.config import RECORD_ENV, ConfigError, Params, load_params, parse_params, record_reads, unrecorded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,13 +59,59 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_params(bad)
 
 
-def test_section_hash_tracks_section_only(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    a = parse_params(data)
-    data["evaluate"]["n_bootstrap"] = 7
-    b = parse_params(data)
-    assert a.section_hash("finetune") == b.section_hash("finetune")
-    assert a.section_hash("evaluate") != b.section_hash("evaluate")
+def test_value_reads_a_dotted_key() -> None:
+    p = load_params(REPO / "params.yaml")
+    assert p.value("finetune.augment.satellite") == {"flips": True, "rot90": True, "noise_std": 0.02}
+    assert p.value("ingest.split_fractions.val") == 0.2
+    assert p.value("finetune.domains.satellite.epochs") == 12 and p.value("finetune.domains.medical.epochs") is None
+    with pytest.raises(KeyError):
+        p.value("finetune.augment.ocean")
+
+
+def test_dump_for_leaves_out_other_domains() -> None:
+    p = load_params(REPO / "params.yaml")
+    med = p.finetune.for_domain("medical").dump_for("medical")
+    assert list(med["augment"]) == ["medical"] and med["epochs"] == p.finetune.epochs
+    sat = p.zeroshot.dump_for("satellite")
+    assert "satellite" in sat and "medical" not in sat and sat["batch_size"] == p.zeroshot.batch_size
+
+
+def test_reads_are_recorded_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "reads.tsv"
+    monkeypatch.setenv(RECORD_ENV, str(log))
+    p = load_params(REPO / "params.yaml")
+    try:
+        record_reads("finetune", "satellite")
+        cfg = p.finetune.for_domain("satellite")
+        assert cfg.epochs == 12 and cfg.augment.satellite.flips is True
+        _ = cfg.epochs, cfg.head, p.ingest.split_fractions  # sections alone are not reads; repeats are recorded once
+        p.zeroshot.satellite.dump_for("satellite")
+        with unrecorded():
+            _ = p.evaluate.seed
+    finally:
+        record_reads("", "")  # env still set: re-create, then switch off below
+        monkeypatch.delenv(RECORD_ENV)
+        record_reads("", "")
+    lines = [ln.split("\t") for ln in log.read_text().splitlines()]
+    assert {(s, d) for s, d, _ in lines} == {("finetune", "satellite")}
+    keys = [k for _, _, k in lines]
+    assert len(keys) == len(set(keys))
+    zs_keys = {f"zeroshot.satellite.{k}" for k in type(p.zeroshot.satellite).model_fields}
+    assert set(keys) == {"finetune.domains.satellite.epochs", "finetune.epochs", "finetune.augment.satellite.flips",
+                         *zs_keys}
+
+
+def test_empty_domain_override_is_recorded_as_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "reads.tsv"
+    monkeypatch.setenv(RECORD_ENV, str(log))
+    p = load_params(REPO / "params.yaml")
+    record_reads("finetune", "medical")
+    try:
+        p.finetune.for_domain("medical")
+    finally:
+        monkeypatch.delenv(RECORD_ENV)
+        record_reads("", "")
+    assert log.read_text() == "finetune\tmedical\tfinetune.domains.medical\n"
 
 
 def test_finetune_domain_overrides_apply_to_their_domain_only() -> None:

@@ -1,10 +1,9 @@
 """Lineage of an evaluation: MLflow tags and the provenance lines printed in the comparison report.
 
-The evaluate run is linked to its finetune and zeroshot runs by the pipeline id
-read from ``models/<d>/meta.json`` (and tagged with their run ids). Mismatched
-lineage (baselines from another pipeline run, outputs older than the current data
-or params) does not stop the stage, but is written into the report and the tags,
-so a reviewer sees it.
+The evaluate run is linked to its finetune and zeroshot runs by their pipeline
+ids and run ids (read from their meta.json). Mismatched lineage (outputs older
+than the current data or than the params their stage declares) does not stop the
+stage, but is written into the report and the tags, so a reviewer sees it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ def lineage(
     finetune_meta: Mapping[str, Any],
     baselines_meta: Mapping[str, Any],
     data_hash: str,
-    expected_pipeline_id: str,
+    expected: Mapping[str, str],
+    pipeline_id: str,
     params_hash: str,
     ev: Evaluation,
 ) -> tuple[dict[str, str], list[str]]:
@@ -39,14 +39,18 @@ def lineage(
         finetune_meta: ``models/<d>/meta.json``.
         baselines_meta: ``baselines/<d>/meta.json``.
         data_hash: digest of the manifest evaluated.
-        expected_pipeline_id: the id the current data and training params give.
-        params_hash: hash of the params sections this report depends on.
+        expected: per upstream stage (``finetune``, ``zeroshot``), the pipeline id its
+            declared params and data give now; a recorded id that differs means stale outputs.
+        pipeline_id: this evaluation's own id.
+        params_hash: hash of the params evaluate declares.
         ev: the evaluation (for skipped labels and model names).
     """
-    pid = str(finetune_meta.get("pipeline_id") or expected_pipeline_id)
     weights = str(finetune_meta.get("weights", "unknown"))
+    metas = {"finetune": ("models", "the fine-tuned model", finetune_meta),
+             "zeroshot": ("baselines", "the baselines", baselines_meta)}
     tags = {
-        "pipeline_id": pid, "data_hash": data_hash, "params_hash": params_hash, "weights": weights,
+        "pipeline_id": pipeline_id, "data_hash": data_hash, "params_hash": params_hash, "weights": weights,
+        **{f"{s}_pipeline_id": str(meta.get("pipeline_id") or "") for s, (_, _, meta) in metas.items()},
         "finetune_run_id": str(finetune_meta.get("run_id") or ""),
         "zeroshot_run_id": str(baselines_meta.get("run_id") or ""),
         "baselines": ",".join(ev.models[1:]),
@@ -60,16 +64,14 @@ def lineage(
         tags[f"weights.{b}"] = w
         notes.append(_weights_note(f"Baseline {b}", w))
     warnings = []
-    bl_pid = baselines_meta.get("pipeline_id")
-    if bl_pid and str(bl_pid) != pid:
-        warnings.append(f"WARNING: the baselines come from pipeline {bl_pid}, the fine-tuned model from {pid}; "
-                        "re-run `dvc repro` so both score the same data.")
-    if pid != expected_pipeline_id:
-        warnings.append(f"WARNING: models/meta.json pipeline id {pid} is not that of the current data and params "
-                        f"({expected_pipeline_id}); the model may be stale, re-run `dvc repro`.")
-    ft_hash = finetune_meta.get("data_hash")
-    if ft_hash and str(ft_hash) != data_hash:
-        warnings.append(f"WARNING: the model was trained on manifest {ft_hash}, evaluated on {data_hash}.")
+    for stage, (folder, what, meta) in metas.items():
+        recorded = meta.get("pipeline_id")
+        if recorded and str(recorded) != expected[stage]:
+            warnings.append(f"WARNING: {folder}/meta.json pipeline id {recorded} is not the one {stage}'s declared "
+                            f"params and data give now ({expected[stage]}); {what} may be stale, re-run `dvc repro`.")
+        recorded_data = meta.get("data_hash")
+        if recorded_data and str(recorded_data) != data_hash:
+            warnings.append(f"WARNING: {what} scored manifest {recorded_data}, this report evaluates {data_hash}.")
     for w in warnings:
         log.warning(w.removeprefix("WARNING: "))
     tags["lineage_warnings"] = str(len(warnings))

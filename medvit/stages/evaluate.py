@@ -41,7 +41,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.evaluate import figures, report
     from medvit.evaluate.inputs import FINETUNE, aligned_scores, discover_models
     from medvit.evaluate.provenance import lineage
-    from medvit.tracking.runs import pipeline_id, stage_run
+    from medvit.lineage import params_hash, pipeline_id
+    from medvit.tracking.runs import stage_run
 
     d, cfg = args.domain, params.evaluate
     cache = Path(args.cache or default_path("cache", d))
@@ -58,10 +59,11 @@ def run(args: argparse.Namespace, params: Params) -> int:
     ev = report.evaluate(manifest.label_names, manifest.labels("val"), y_test,
                          manifest.split("test")["group"].astype(str).tolist(), val, test, cfg)
     data_hash = manifest.digest()
+    # Stale check, like with like: the id each upstream stage recorded vs the id its declared inputs give now.
+    expected = {s: pipeline_id(params, s, d, data_hash) for s in ("finetune", "zeroshot")}
     tags, notes = lineage(
-        _meta(ft_dir / "meta.json", "finetune"), _meta(bl_dir / "meta.json", "zeroshot"), data_hash,
-        pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot")),
-        params.section_hash("ingest", "finetune", "zeroshot", "evaluate"), ev)
+        _meta(ft_dir / "meta.json", "finetune"), _meta(bl_dir / "meta.json", "zeroshot"), data_hash, expected,
+        pipeline_id(params, "evaluate", d, data_hash), params_hash(params, "evaluate", d), ev)
 
     out.mkdir(parents=True, exist_ok=True)
     metrics = report.metrics_json(ev)

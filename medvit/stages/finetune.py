@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.data.cache import read_stats
     from medvit.data.manifest import read_manifest
-    from medvit.tracking.runs import StageRun, pipeline_id, stage_run
+    from medvit.lineage import params_hash as declared_hash
+    from medvit.lineage import pipeline_id
+    from medvit.tracking.runs import StageRun, stage_run
     from medvit.train import distributed as D
     from medvit.train.loop import evaluate, fit
     from medvit.train.report import write_outputs, write_run_artifacts
@@ -40,9 +42,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
     info = D.setup()
     try:
         setup = build_training(cfg, domain, cache, manifest, stats, info)
-        data_hash, params_hash = manifest.digest(), params.section_hash("finetune")
-        pid = pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot"))
-        config = cfg.model_dump(mode="json")
+        data_hash, params_hash = manifest.digest(), declared_hash(params, "finetune", domain)
+        pid = pipeline_id(params, "finetune", domain, data_hash)
+        config = cfg.dump_for(domain)
         identity = {"params_hash": params_hash, "data_hash": data_hash, "world_size": info.world_size,
                     "params": config, **setup.meta_base}
         tags = {"data_hash": data_hash, "params_hash": params_hash, "pipeline_id": pid, "weights": setup.provenance}

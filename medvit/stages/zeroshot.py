@@ -47,7 +47,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.data.scores import write_scores
     from medvit.metrics import summary
     from medvit.paths import default_path
-    from medvit.tracking.runs import pipeline_id, repo_root, stage_run
+    from medvit.lineage import params_hash, pipeline_id
+    from medvit.tracking.runs import repo_root, stage_run
     from medvit.zeroshot.backends import load_backend
     from medvit.zeroshot.baselines import LINEAR_PROBE, score_baselines
     from medvit.zeroshot.prompts import load_prompts
@@ -64,8 +65,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
                              batch_size=zs.batch_size, seed=zs.seed, embedding_root=embedding_root)
 
     data_hash = manifest.digest()
-    tags = {"data_hash": data_hash, "params_hash": params.section_hash("zeroshot"),
-            "pipeline_id": pipeline_id(data_hash, params.section_hash("ingest", "finetune", "zeroshot")),
+    tags = {"data_hash": data_hash, "params_hash": params_hash(params, "zeroshot", domain),
+            "pipeline_id": pipeline_id(params, "zeroshot", domain, data_hash),
             "weights": backend.weights, "prompt_hash": prompts.digest(), "backend": backend.backend,
             "model": backend.model_id, "scoring": zs.scoring}
     metrics = {name: {k: v for s in result.ids for k, v in summary(result.targets[s], by_split[s], f"{s}/").items()}
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
                                               "pipeline_id": tags["pipeline_id"], "run_id": mlrun.run_id,
                                               "data_hash": data_hash, "params_hash": tags["params_hash"],
                                               "prompt_hash": tags["prompt_hash"], "weights": backend.weights})
-        mlrun.log_params({"zeroshot": zs.model_dump(mode="json"), "model": backend.describe()})
+        mlrun.log_params({"zeroshot": zs.dump_for(domain), "model": backend.describe()})
         mlrun.log_metrics({f"{n}/{k}": v for n, m in metrics.items() for k, v in m.items() if not math.isnan(v)})
         mlrun.log_metrics({f"time/{k}": v for k, v in result.timings.items()})
         mlrun.set_tags({"embeddings_reused": all(result.reused.values())})

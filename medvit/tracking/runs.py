@@ -11,7 +11,6 @@ An http(s) server is probed with a short TCP connect first, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -90,16 +89,6 @@ def git_commit() -> str:
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def pipeline_id(data_hash: str, upstream_params_hash: str) -> str:
-    """Id linking the finetune, zeroshot, evaluate and register runs of one pipeline.
-
-    Derived, not random, so stages that run in separate processes (and a later
-    re-run of evaluate alone) agree on it: it changes only when the data or the
-    params of the training stages change.
-    """
-    return hashlib.sha256(f"{data_hash}:{upstream_params_hash}".encode()).hexdigest()[:12]
 
 
 def experiment_name(domain: str) -> str:

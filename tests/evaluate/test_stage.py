@@ -132,7 +132,7 @@ def test_evaluate_stage_end_to_end(workspace: dict, capsys: pytest.CaptureFixtur
     run = runs[0]
     assert run.info.run_name == f"evaluate-{domain}-{git_commit()[:7]}"
     tags = run.data.tags
-    assert tags["pipeline_id"] == "pid123" and tags["stage"] == "evaluate"
+    assert tags["finetune_pipeline_id"] == tags["zeroshot_pipeline_id"] == "pid123" and tags["stage"] == "evaluate"
     assert tags["finetune_run_id"] == "ft-run" and tags["zeroshot_run_id"] == "zs-run"
     assert tags["data_hash"] == m.digest() and tags["weights"] == "random-init" and tags["labels_skipped"] == "c"
     assert run.data.metrics["test/auroc_macro"] == pytest.approx(metrics["test/auroc_macro"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medvit.tracking.runs import flatten, pipeline_id, stage_run
+from medvit.tracking.runs import flatten, stage_run
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +106,5 @@ def test_tracking_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run.error is None and run.run_id is None and not run.active
 
 
-def test_pipeline_id_and_flatten() -> None:
-    assert pipeline_id("d", "p") == pipeline_id("d", "p") != pipeline_id("d", "q")
+def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": [1]}, "d": None}) == {"a.b": 1, "a.c": "[1]", "d": None}

@@ -14,7 +14,8 @@ from medvit.cli import main
 from medvit.config import load_params
 from medvit.data.manifest import read_manifest
 from medvit.data.scores import read_scores
-from medvit.tracking.runs import git_commit, pipeline_id
+from medvit.lineage import pipeline_id
+from medvit.tracking.runs import git_commit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +88,7 @@ def test_medical_transformers_end_to_end_and_prompt_rerun(env: Path, tiny_cache,
 
     meta = json.loads((out / "meta.json").read_text())
     p = load_params(params)
-    want_pid = pipeline_id(manifest.digest(), p.section_hash("ingest", "finetune", "zeroshot"))
+    want_pid = pipeline_id(p, "zeroshot", "medical", manifest.digest())
     assert meta["pipeline_id"] == want_pid
     assert meta["baselines"]["clip_zeroshot"]["weights"] == f"local:{tiny_clip_dir.resolve()}"
     assert meta["baselines"]["linear_probe"]["n_train_per_label"] == {"a": 28, "b": 28, "c": 28}
