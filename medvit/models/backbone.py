@@ -1,4 +1,4 @@
-"""The timm ViT backbone: creation, pretrained weights, partial freezing.
+"""The timm ViT backbone: creation, pretrained weights, and the frozen prefix (defined once here).
 
 Weights references (``finetune.weights``):
 
@@ -17,6 +17,7 @@ to 3/in_chans) and drops the ImageNet classifier.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ import torch
 from torch import nn
 
 from medvit.errors import UserError
+from medvit.weights import RANDOM_INIT
 
 log = logging.getLogger(__name__)
 
-RANDOM_INIT = "random-init"
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -134,17 +135,52 @@ def create_backbone(
     return timm.create_model(name, pretrained=False, **kwargs), RANDOM_INIT
 
 
-def prefix_params(backbone: nn.Module) -> list[str]:
-    """Names of the embedding parameters in front of the blocks (patch/pos embed, cls and register tokens)."""
-    names = []
-    for n, _ in backbone.named_parameters():
-        if n.startswith(("patch_embed.", "norm_pre.")) or n in ("pos_embed", "cls_token", "reg_token"):
-            names.append(n)
-    return names
+# The frozen prefix, defined once: the stem (patch embedding, class/register tokens, position
+# embedding, pre-norm) plus the first K blocks. Freezing, the frozen-feature cache, the optimizer's
+# layer grouping and the benchmarks' FLOP counts all read it from here.
+STEM_PARAM_PATTERN = r"^(?:patch_embed\.|norm_pre\.|pos_embed$|cls_token$|reg_token$|dist_token$)"
+_STEM_MODULES = ("patch_embed", "pos_drop", "patch_drop", "norm_pre")
+
+
+def check_prefix_depth(backbone: nn.Module, num_blocks: int) -> None:
+    """Raise if ``num_blocks`` exceeds the backbone's depth.
+
+    Raises:
+        UserError: naming ``finetune.freeze_blocks`` and the valid range.
+    """
+    depth = len(backbone.blocks)
+    if not 0 <= num_blocks <= depth:
+        raise UserError(f"finetune.freeze_blocks={num_blocks} exceeds the model depth {depth}; use 0..{depth}")
+
+
+def prefix_param_names(backbone: nn.Module, num_blocks: int) -> list[str]:
+    """Parameter names of the frozen prefix: the stem and blocks ``0..num_blocks-1`` (none for 0)."""
+    check_prefix_depth(backbone, num_blocks)
+    if num_blocks == 0:
+        return []
+    stem = re.compile(STEM_PARAM_PATTERN)
+    return [n for n, _ in backbone.named_parameters()
+            if stem.match(n) or (n.startswith("blocks.") and int(n.split(".")[1]) < num_blocks)]
+
+
+def prefix_modules(backbone: nn.Module, num_blocks: int) -> list[nn.Module]:
+    """Modules the prefix runs (stem modules, then the first ``num_blocks`` blocks)."""
+    check_prefix_depth(backbone, num_blocks)
+    return [getattr(backbone, m) for m in _STEM_MODULES] + list(backbone.blocks[:num_blocks])
+
+
+def run_prefix(backbone: nn.Module, x: torch.Tensor, num_blocks: int) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, T, D) tokens after the stem and the first ``num_blocks`` blocks."""
+    x = backbone.patch_embed(x)
+    x = backbone._pos_embed(x)  # timm's own token + position embedding step (no public equivalent)
+    x = backbone.norm_pre(backbone.patch_drop(x))
+    for blk in backbone.blocks[:num_blocks]:
+        x = blk(x)
+    return x
 
 
 def freeze(backbone: nn.Module, num_blocks: int) -> list[str]:
-    """Freeze the embeddings and the first ``num_blocks`` blocks (0 freezes nothing).
+    """Freeze the prefix of ``num_blocks`` blocks (0 freezes nothing).
 
     Returns:
         Names of the frozen parameters.
@@ -152,24 +188,9 @@ def freeze(backbone: nn.Module, num_blocks: int) -> list[str]:
     Raises:
         UserError: ``num_blocks`` exceeds the depth.
     """
-    depth = len(backbone.blocks)
-    if num_blocks > depth:
-        raise UserError(f"finetune.freeze_blocks={num_blocks} exceeds the model depth {depth}; use 0..{depth}")
-    if num_blocks == 0:
-        return []
-    frozen = prefix_params(backbone)
-    frozen += [n for n, _ in backbone.named_parameters()
-               if n.startswith("blocks.") and int(n.split(".")[1]) < num_blocks]
+    frozen = prefix_param_names(backbone, num_blocks)
     wanted = set(frozen)
     for n, p in backbone.named_parameters():
         if n in wanted:
             p.requires_grad_(False)
     return frozen
-
-
-def embed(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Patch embedding + tokens + position embedding: (B, C, H, W) -> (B, T, D)."""
-    x = backbone.patch_embed(x)
-    x = backbone._pos_embed(x)
-    x = backbone.patch_drop(x)
-    return backbone.norm_pre(x)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medvit.io.atomic import atomic_open, atomic_path
-from medvit.models.backbone import embed, freeze
+from medvit.models.backbone import STEM_PARAM_PATTERN, freeze, prefix_modules, run_prefix
 from medvit.models.head import MultiLabelHead
 
 WEIGHTS_FILE = "model.safetensors"
@@ -32,7 +32,13 @@ META_FILE = "meta.json"
 
 
 class Classifier(nn.Module):
-    """Backbone blocks split into a frozen prefix (no autograd graph) and a trained suffix, plus the head."""
+    """Backbone blocks split into a frozen prefix (no autograd graph) and a trained suffix, plus the head.
+
+    ``group_matcher`` and ``no_weight_decay`` follow timm's model interface, so
+    ``timm.optim.create_optimizer_v2(..., layer_decay=...)`` groups our parameters:
+    the stem is layer 0, block i is layer i + 1, and the final norm and the head
+    share the top layer (BEiT/DeiT3 layer-wise LR decay).
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, freeze_blocks: int = 0) -> None:
         super().__init__()
@@ -45,18 +51,25 @@ class Classifier(nn.Module):
     def frozen(self) -> bool:
         return self.freeze_blocks > 0
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm layer grouping: stem first, then one group per block; unmatched (norm, head) come last."""
+        del coarse  # one layer per block either way
+        stem = STEM_PARAM_PATTERN.replace("^(", r"^backbone\.(", 1)
+        return {"stem": stem, "blocks": [(r"^backbone\.blocks\.(\d+)\.", None)]}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Embeddings and tokens (1-D norm weights and biases are excluded by timm's ``ndim <= 1`` rule)."""
+        return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
+
     def train(self, mode: bool = True) -> "Classifier":
         """Set train mode, but keep the frozen prefix in eval mode (fixed features, no dropout there)."""
         super().train(mode)
         if self.frozen:
-            for m in self.frozen_modules():
+            for m in prefix_modules(self.backbone, self.freeze_blocks):
                 m.eval()
         return self
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """Modules run in the frozen prefix."""
-        bb = self.backbone
-        return [bb.patch_embed, bb.pos_drop, bb.patch_drop, bb.norm_pre, *bb.blocks[: self.freeze_blocks]]
 
     def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, T, D) tokens after the frozen prefix (embeddings only when nothing is frozen).
@@ -64,12 +77,9 @@ class Classifier(nn.Module):
         The frozen part runs under ``torch.no_grad``, so no autograd graph is built for it.
         """
         if not self.frozen:
-            return embed(self.backbone, x)
+            return run_prefix(self.backbone, x, 0)
         with torch.no_grad():
-            tokens = embed(self.backbone, x)
-            for blk in self.backbone.blocks[: self.freeze_blocks]:
-                tokens = blk(tokens)
-        return tokens
+            return run_prefix(self.backbone, x, self.freeze_blocks)
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, D) prefix tokens -> (B, L) logits through the trained blocks, final norm and head."""

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from medvit.data.dataset import CacheDataset
 from medvit.data.transforms import Pipeline
+from medvit.models.classifier import Classifier
 
 
 def derive_seed(*parts: int) -> int:
@@ -83,10 +85,16 @@ def eval_loader(ds: Dataset, batch_size: int, num_workers: int, rank: int, world
 
 
 @torch.no_grad()
-def frozen_tokens(model: torch.nn.Module, ds: Dataset, batch_size: int, device: str) -> torch.Tensor:
-    """Run the frozen prefix once over ``ds``: (N, T, D) float32 tokens on the CPU."""
+def frozen_tokens(model: Classifier, ds: Dataset, batch_size: int, device: str, desc: str = "frozen features",
+                  show_progress: bool = True) -> torch.Tensor:
+    """Run the model's frozen prefix once over ``ds``: (N, T, D) float32 tokens on the CPU.
+
+    Args:
+        desc: label of the progress bar (one bar per split or augmented view).
+        show_progress: False on the non-main DDP ranks.
+    """
     out = []
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        out.append(model.forward_prefix(batch["image"].to(device)).float().cpu())  # type: ignore[operator]
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False):
+        out.append(model.forward_prefix(batch["image"].to(device)).float().cpu())
     return torch.cat(out)

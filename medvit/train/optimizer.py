@@ -1,61 +1,69 @@
-"""AdamW over the trainable parameters, with layer-wise LR decay carried as ``lr_scale``.
+"""Optimizer, LR schedule and weight EMA, all from timm.
 
-Each param group holds ``lr_scale = layer_decay ** (num_layers - layer_id)``
-(embeddings are layer 0, block i is layer i+1, final norm and head are the top
-layer, scale 1), as in BEiT/DeiT3 fine-tuning. ``medvit.train.schedule`` multiplies
-every group's LR by its ``lr_scale`` at each step, so the decay really applies
-(timm's helper only takes effect under timm's own schedulers).
-Norm weights, biases, LayerScale gammas, position embeddings and tokens get no weight decay.
+* AdamW through ``timm.optim.create_optimizer_v2`` with layer-wise LR decay: the
+  classifier's ``group_matcher`` makes the stem layer 0, block i layer i + 1 and
+  the final norm + head the top layer, so group scale = ``layer_decay ** (top - layer)``
+  (BEiT/DeiT3 fine-tuning). Norm weights, biases and LayerScale (1-D) and the
+  classifier's ``no_weight_decay`` (position embedding, tokens) get no weight decay.
+  Frozen parameters never enter the optimizer.
+* ``timm.scheduler.CosineLRScheduler`` stepped per optimizer update
+  (``step_update``): linear warmup, then cosine to 1 % of the LR. timm's scheduler
+  multiplies each group's LR by its ``lr_scale``, which is what makes layer decay act.
+* ``timm.utils.ModelEmaV3`` when ``ema_decay > 0``. It lerps the whole state dict;
+  frozen tensors equal the model's, and ``lerp`` of equal values is exact, so they
+  stay bitwise unchanged.
 """
 
 from __future__ import annotations
 
 import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 
-_NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "dist_token")
+from medvit.config import FinetuneConfig
+
+# The cosine ends at this fraction of the peak LR (of each layer's scaled LR).
+MIN_LR_RATIO = 0.01
 
 
-def layer_id(name: str, depth: int) -> int:
-    """Layer index of a classifier parameter: 0 embeddings, i+1 block i, depth+1 norm/head."""
-    if name.startswith("backbone."):
-        rest = name[len("backbone."):]
-        if rest.startswith(("patch_embed.", "norm_pre.")) or rest in _NO_DECAY_NAMES:
-            return 0
-        if rest.startswith("blocks."):
-            return int(rest.split(".")[1]) + 1
-    return depth + 1
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, grouped by layer (``lr_scale``) and weight decay.
 
-
-def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """True for norms, biases, LayerScale (all 1-D) and embeddings/tokens."""
-    return param.ndim <= 1 or name.split(".")[-1] in _NO_DECAY_NAMES
-
-
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
-    """Trainable parameters grouped by (layer, decay), each with its ``lr_scale``."""
-    depth = len(model.backbone.blocks)  # type: ignore[union-attr]
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lid = layer_id(name, depth)
-        nd = no_weight_decay(name, p)
-        g = groups.setdefault((lid, nd), {
-            "params": [], "names": [], "layer_id": lid,
-            "weight_decay": 0.0 if nd else weight_decay,
-            "lr_scale": float(layer_decay ** (depth + 1 - lid)),
-        })
-        g["params"].append(p)
-        g["names"].append(name)
-    return [groups[k] for k in sorted(groups)]
-
-
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> torch.optim.AdamW:
-    """AdamW over trainable parameters only (frozen ones never enter the optimizer)."""
-    groups = param_groups(model, weight_decay, layer_decay)
-    if not groups:
+    Raises:
+        ValueError: nothing is trainable.
+    """
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no trainable parameters")
-    for g in groups:
-        g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    return create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                               layer_decay=cfg.layer_decay, betas=(0.9, 0.999))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """Warmup over ``cfg.warmup_epochs`` then cosine over the remaining updates; call ``step_update(n)``.
+
+    The warmup starts at ``lr / (warmup + 1)`` so update k (0-based) of the warmup
+    runs at ``lr * (k + 1) / (warmup + 1)``: no update is spent at LR 0.
+    """
+    total = steps_per_epoch * cfg.epochs
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+    return CosineLRScheduler(
+        optimizer, t_initial=max(1, total - warmup), lr_min=cfg.lr * MIN_LR_RATIO, warmup_t=warmup,
+        warmup_lr_init=cfg.lr / (warmup + 1), warmup_prefix=True, t_in_epochs=False,
+    )
+
+
+def top_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The current LR of the top layer (the head's, ``lr_scale`` 1)."""
+    return float(max(g["lr"] for g in optimizer.param_groups))
+
+
+def build_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
+    """timm's EMA of ``model`` (``ema = decay * ema + (1 - decay) * weights``), or None for ``decay`` 0.
+
+    Its private stochastic-rounding generator only serves bf16 EMA tensors; ours
+    are fp32 (autocast leaves the weights fp32), so its state is not checkpointed.
+    """
+    return ModelEmaV3(model, decay=decay) if decay > 0 else None
+

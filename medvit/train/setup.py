@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.data import resolve_model_data_config
 from torch import nn
 from torch.utils.data import Dataset
 
+from medvit.config import FinetuneConfig
 from medvit.data.dataset import CacheDataset
 from medvit.data.manifest import Manifest
 from medvit.data.transforms import eval_transform, norm_stats, train_transform
@@ -42,9 +44,9 @@ class TrainingSetup:
     cached_features: bool
 
 
-def build_training(cfg: Any, domain: str, cache: Path, manifest: Manifest, stats: dict[str, Any],
+def build_training(cfg: FinetuneConfig, domain: str, cache: Path, manifest: Manifest, stats: dict[str, Any],
                    info: DistInfo) -> TrainingSetup:
-    """Build model, datasets and loss for ``cfg`` (``FinetuneConfig``) on one domain's cache.
+    """Build model, datasets and loss for ``cfg`` on one domain's cache.
 
     Raises:
         UserError: the train split is empty, or weights are missing (see ``create_backbone``).
@@ -56,7 +58,8 @@ def build_training(cfg: Any, domain: str, cache: Path, manifest: Manifest, stats
         allow_random_init=cfg.allow_random_init, model_kwargs=dict(cfg.model_kwargs),
     )
     img_size = int(backbone.patch_embed.img_size[0])
-    mean, std = norm_stats(cfg.normalize, in_chans, stats, getattr(backbone, "pretrained_cfg", None))
+    # timm's resolved data config: the pretrained mean/std (used with normalize: pretrained).
+    mean, std = norm_stats(cfg.normalize, in_chans, stats, resolve_model_data_config(backbone))
     head = MultiLabelHead(backbone.num_features, manifest.num_labels, cfg.head.hidden_dim, cfg.head.dropout)
     model = Classifier(backbone, head, cfg.freeze_blocks)
 
@@ -86,10 +89,12 @@ def build_training(cfg: Any, domain: str, cache: Path, manifest: Manifest, stats
                 for v in range(views):
                     ds = EpochDataset(base, train_tf, cfg.seed)
                     ds.epoch = v  # view v draws the augmentation of "epoch" v
-                    banks.append(frozen_tokens(model, ds, cfg.batch_size, info.device))
+                    banks.append(frozen_tokens(model, ds, cfg.batch_size, info.device,
+                                               f"frozen features {s} view {v + 1}/{views}", info.is_main))
                 tokens = torch.stack(banks)  # (V, N, T, D)
             else:
-                tokens = frozen_tokens(model, EpochDataset(base, ev, cfg.seed), cfg.batch_size, info.device)
+                tokens = frozen_tokens(model, EpochDataset(base, ev, cfg.seed), cfg.batch_size, info.device,
+                                       f"frozen features {s}", info.is_main)
             datasets[s] = TokenDataset(tokens, base.labels, base.ids)
         model.cpu()
     else:

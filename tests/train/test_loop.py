@@ -11,8 +11,7 @@ from medvit.data.cache import read_stats
 from medvit.data.manifest import read_manifest
 from medvit.train.checkpoint import LAST, load_checkpoint
 from medvit.train.distributed import DistInfo
-from medvit.train.ema import ModelEma
-from medvit.train.loop import fit
+from medvit.train.loop import evaluate, fit
 from medvit.train.setup import build_training
 
 INFO = DistInfo()
@@ -84,14 +83,22 @@ def test_early_stopping(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
     assert result.epochs_run == 2 and result.stopped_early and result.best_epoch == 1
 
 
-def test_ema_update_formula() -> None:
-    model = torch.nn.Linear(2, 1)
-    ema = ModelEma(model, decay=0.9)
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    expected = 0.9 * ema.module.weight.detach().clone() + 0.1 * model.weight.detach()
-    ema.update(model)
-    assert torch.allclose(ema.module.weight, expected)
+def test_ema_weights_are_validated_and_kept_when_enabled(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
+    cache = tiny_cache()
+    cfg = tiny_cfg(epochs=1, ema_decay=0.9, head={"hidden_dim": 32, "dropout": 0.0})
+    s = _setup(cache, cfg)
+    result = fit(s.model, s.train, s.val, cfg, s.loss, info=INFO, ckpt_dir=tmp_path / "ck", identity=IDENTITY)
+    raw = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+    assert not torch.equal(result.best_state["head.fc2.weight"], raw["head.fc2.weight"])  # EMA, not the raw weights
+    assert torch.equal(result.best_state["backbone.blocks.0.attn.qkv.weight"], raw["backbone.blocks.0.attn.qkv.weight"])
+    # The epoch's val/loss is that of the EMA weights.
+    s.model.load_state_dict(result.best_state)
+    ema_val, _ = evaluate(s.model, s.val, s.loss, cfg.batch_size, INFO, "val/")
+    assert result.history[0]["val/loss"] == ema_val["val/loss"]
+    s.model.load_state_dict(raw)
+    raw_val, _ = evaluate(s.model, s.val, s.loss, cfg.batch_size, INFO, "val/")
+    assert raw_val["val/loss"] != ema_val["val/loss"]
+    assert load_checkpoint(tmp_path / "ck" / LAST)["ema"] is not None
 
 
 def test_cached_frozen_features_train_same_head_shapes(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
