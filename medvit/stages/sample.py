@@ -5,7 +5,7 @@ satellite: <out>/scenes/<stem>.tif, <out>/labels/<stem>.tif (land-cover rasters)
 
 Sizes, findings, classes and the seed come from the `sample:` section of params.yaml. The same
 params give byte-identical files. An existing <out> is replaced only if it holds nothing but an
-earlier sample.
+earlier sample. The files are made in medvit/sample/.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.sample import write_sample
+    from medvit.sample import write_sample
 
     out = Path(args.out) if args.out else default_path("raw", args.domain)
     print(write_sample(args.domain, out, params.sample))
