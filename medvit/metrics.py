@@ -11,12 +11,80 @@ per label, left out of the macro average, and counted in ``n_labels_skipped``.
 and ``threshold_metrics`` take a (B, N) matrix of sample weights and return B
 values at once: with unit weights they are the point estimates of the evaluate
 stage, with group-resample multiplicities its bootstrap replicates.
+
+``METRICS`` is the one list of test metric names: the evaluate report, the
+bootstrap, the registry's version tags and the model card all loop over it, so a
+new metric is an entry here plus its computation (``ranking_metrics`` /
+``threshold_metrics``, or calibration for a metric without bootstrap CIs).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One test metric, computed per label and summarised over labels.
+
+    Attributes:
+        name: the per-label key (``test/<label>/<name>``); its summaries are
+            ``test/<name>_macro`` (mean over labels with both classes) and, with
+            ``micro``, ``test/<name>_micro`` (pooled over every (sample, label) pair).
+        title: its column title in the comparison table (``{spec}`` is replaced by
+            the fixed specificity).
+        micro: also report the pooled summary (bootstrapped: ranking metrics only).
+        bootstrap: has group-bootstrap CIs (``_ci_low`` / ``_ci_high``); False for
+            calibration, which evaluate computes once on the full split.
+        paired: the fine-tuned minus baseline difference of the macro summary, with
+            its paired CI and p-value (``test/<name>_macro_diff``), is reported.
+        headline: shown in the model card's table and tagged per baseline.
+        table: the summaries shown as comparison-table columns.
+        higher_is_better: direction of improvement (False for calibration error).
+    """
+
+    name: str
+    title: str
+    micro: bool = False
+    bootstrap: bool = True
+    paired: bool = False
+    headline: bool = False
+    table: tuple[str, ...] = ("macro",)
+    higher_is_better: bool = True
+
+    @property
+    def summaries(self) -> tuple[str, ...]:
+        """``<name>_macro`` and, with ``micro``, ``<name>_micro``."""
+        return (f"{self.name}_macro",) + ((f"{self.name}_micro",) if self.micro else ())
+
+
+# Order = column order of per_label.csv and of the comparison table.
+METRICS: tuple[Metric, ...] = (
+    Metric("auroc", "AUROC", micro=True, paired=True, headline=True, table=("macro", "micro")),
+    Metric("ap", "AP", micro=True, paired=True, headline=True),
+    Metric("sens_at_spec", "sens @ spec {spec:g}"),
+    Metric("sensitivity", "sens @ thr"),
+    Metric("specificity", "spec @ thr"),
+    Metric("f1", "F1 @ thr"),
+    Metric("ece", "ECE", micro=True, bootstrap=False, table=("micro",), higher_is_better=False),
+)
+# Counts reported beside the metrics (``test/<name>``) and tagged on registered versions.
+COUNTS: tuple[str, ...] = ("n_labels_skipped", "n_samples", "n_groups")
+# The metric the quality gate and the registry listing rank models by.
+PRIMARY = "auroc_macro"
+
+
+def summary_names(metrics: tuple[Metric, ...] = METRICS) -> list[str]:
+    """Every summary name, macro first then micro (``auroc_macro``, ``ap_macro``, ..., ``auroc_micro``, ...)."""
+    return [f"{m.name}_macro" for m in metrics] + [f"{m.name}_micro" for m in metrics if m.micro]
+
+
+def bootstrapped() -> tuple[Metric, ...]:
+    """The metrics with group-bootstrap CIs."""
+    return tuple(m for m in METRICS if m.bootstrap)
 
 
 def valid_labels(y_true: np.ndarray) -> np.ndarray:

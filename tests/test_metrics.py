@@ -111,3 +111,75 @@ def test_single_class_label_is_reported_and_left_out_of_macro() -> None:
     assert out["test/auroc_macro"] == pytest.approx(expected)
     assert out["test/auroc_micro"] == pytest.approx(roc_auc_score(y.ravel(), s.ravel()))
     assert all(np.isfinite(v) for v in out.values())
+
+
+# ----------------------------------------------------------------------------- the one list of metric names
+_CONSUMERS = '''
+import json, sys
+import numpy as np
+import medvit.metrics as mm
+extra = sys.argv[1]
+if extra:  # a new metric: one entry in the list; threshold_metrics already computes ppv
+    mm.METRICS = mm.METRICS + (mm.Metric(extra, "PPV @ thr", headline=True),)
+from medvit.config import EvaluateConfig
+from medvit.evaluate import report
+from medvit.evaluate.gate import apply_gate
+from medvit.tracking import card, registry
+
+rng = np.random.default_rng(0)
+y = (rng.random((80, 3)) < 0.4).astype(float)
+scores = {"finetune": np.clip(0.5 * y + 0.6 * rng.random(y.shape), 0, 1), "clip_zeroshot": rng.random(y.shape)}
+ev = report.evaluate(["a", "b", "c"], y, y, [f"g{i // 2}" for i in range(80)], scores, scores,
+                     EvaluateConfig(n_bootstrap=20))
+metrics = report.metrics_json(ev)
+ft = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+baselines = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+gate = apply_gate(ft, baselines, 0.5, -1.0)
+meta = {"model": "m", "label_names": ["a", "b", "c"], "weights": "hub:x"}
+tags = registry.version_tags(meta, finetune=ft, baselines=baselines, threshold_method="youden", gate_passed=True,
+                             gate_reason=gate.summary(), weights_sha="0" * 64, thresholds_sha="1" * 64,
+                             git_commit="abc", run_id="r", onnx_opset=None, onnx_diff=None)
+md = card.render_card(registered_model="medvit-medical", domain="medical", meta=meta, finetune_metrics=ft,
+                      baseline_metrics=baselines, thresholds=[0.5] * 3, threshold_method="youden",
+                      gate=gate.to_dict(), weights_sha256="0" * 64, git_commit="abc", onnx_opset=None)
+print(json.dumps({"list": [[m.name, m.micro, m.bootstrap, m.paired, m.headline] for m in mm.METRICS],
+                  "metrics": metrics, "columns": list(report.label_table(ev).columns), "tags": tags,
+                  "table": report.summary_rows(ev)[0], "card": md}))
+'''
+
+
+def _consumers(extra: str = "") -> dict:
+    """Run the report, the gate, the registry tags and the card in a fresh interpreter (optionally with a
+    metric added to ``METRICS`` before any consumer is imported) and return what they produced."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CONSUMERS, extra], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("extra", ["", "ppv"])
+def test_every_listed_metric_reaches_report_bootstrap_tags_and_card(extra: str) -> None:
+    got = _consumers(extra)
+    metrics, tags, card = got["metrics"], got["tags"], got["card"]
+    assert ("ppv" in [m[0] for m in got["list"]]) == bool(extra)
+    card_header = next(line for line in card.splitlines() if line.startswith("| model |"))
+    card_columns = [c.strip() for c in card_header.strip("|").split("|")]
+    for name, micro, boot, paired, headline in got["list"]:
+        summaries = [f"{name}_macro"] + ([f"{name}_micro"] if micro else [])
+        for s in summaries:
+            assert f"test/{s}" in metrics and f"test/{s}" in tags  # metrics.json and the version tags
+            if boot:  # bootstrap CIs
+                assert f"test/{s}_ci_low" in metrics and f"test/{s}_ci_high" in tags
+            if headline:  # model card table and baseline tags
+                assert s in card_columns
+                assert f"baseline/clip_zeroshot/test/{name}_macro" in tags
+        assert f"test/a/{name}" in metrics and name in got["columns"]  # per label: metrics.json and per_label.csv
+        if boot:
+            assert f"{name}_ci_low" in got["columns"] and f"test/a/{name}_ci_low" in metrics
+        if paired:
+            assert f"test/{name}_macro_diff" in metrics["clip_zeroshot"]
+            assert f"{name}_macro vs clip_zeroshot" in card
+    if extra:
+        assert "PPV @ thr [95% CI]" in got["table"]

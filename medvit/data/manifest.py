@@ -9,13 +9,14 @@ The label order is ``labels.json["label_names"]``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from medvit.hashing import sha256_file
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FIXED_COLUMNS: tuple[str, ...] = ("id", "group", "split", "source", "shard", "index")
@@ -57,11 +58,7 @@ class Manifest:
 
 def file_digest(path: str | Path) -> str:
     """Short sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return sha256_file(path, 12)
 
 
 def read_manifest(cache_dir: str | Path) -> Manifest:

@@ -22,10 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
-from medvit.metrics import ranking_metrics, threshold_metrics, valid_labels
+from medvit.metrics import bootstrapped, ranking_metrics, threshold_metrics, valid_labels
 
-LABEL_METRICS: tuple[str, ...] = ("auroc", "ap", "sens_at_spec", "sensitivity", "specificity", "f1")
-MICRO_METRICS: tuple[str, ...] = ("auroc", "ap")
+# The bootstrapped entries of ``metrics.METRICS``, in its order.
+LABEL_METRICS: tuple[str, ...] = tuple(m.name for m in bootstrapped())
+MICRO_METRICS: tuple[str, ...] = tuple(m.name for m in bootstrapped() if m.micro)
 
 
 def group_weights(groups: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
@@ -85,15 +86,15 @@ class ModelStats:
 def _label_metrics(
     y: np.ndarray, s: np.ndarray, thresholds: np.ndarray, weights: np.ndarray, fixed_specificity: float
 ) -> dict[str, np.ndarray]:
-    """metric -> (B, L) under ``weights``."""
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("auroc", "ap", "sens_at_spec")}
+    """metric -> (B, L) under ``weights``, for every name in ``LABEL_METRICS`` (in its order)."""
+    ranking: dict[str, list[np.ndarray]] = {}
     for j in range(y.shape[1]):
-        r = ranking_metrics(y[:, j], s[:, j], weights, fixed_specificity)
-        for k in out:
-            out[k].append(r[k])
-    res = {k: np.stack(v, axis=1) if v else np.zeros((weights.shape[0], 0)) for k, v in out.items()}
-    res.update({k: v for k, v in threshold_metrics(y, s, thresholds, weights).items() if k in LABEL_METRICS})
-    return res
+        for k, v in ranking_metrics(y[:, j], s[:, j], weights, fixed_specificity).items():
+            ranking.setdefault(k, []).append(v)
+    res = {k: np.stack(v, axis=1) for k, v in ranking.items()}
+    res.update(threshold_metrics(y, s, thresholds, weights))
+    empty = np.zeros((weights.shape[0], 0))  # no labels: ranking_metrics never ran
+    return {k: res.get(k, empty) if y.shape[1] == 0 else res[k] for k in LABEL_METRICS}
 
 
 def _micro_metrics(

@@ -12,14 +12,13 @@ import logging
 from typing import Any, Mapping
 
 from medvit.evaluate.report import Evaluation
+from medvit.weights import is_random_init
 
 log = logging.getLogger(__name__)
 
-RANDOM_INIT = "random-init"
-
 
 def _weights_note(who: str, weights: str) -> str:
-    if weights in (RANDOM_INIT, "none", ""):
+    if is_random_init(weights):
         return f"{who} weights: {weights or 'unknown'} -- NOT PRETRAINED (random initialisation, demo only)."
     return f"{who} weights: {weights}."
 

@@ -21,18 +21,17 @@ import numpy as np
 import pandas as pd
 
 from medvit.config import EvaluateConfig
-from medvit.evaluate.bootstrap import ModelStats, group_weights, model_stats, paired_difference, percentile_ci
+from medvit.evaluate.bootstrap import (LABEL_METRICS, ModelStats, group_weights, model_stats, paired_difference,
+                                      percentile_ci)
 from medvit.evaluate.calibration import ece, ece_per_label
 from medvit.evaluate.inputs import FINETUNE
-from medvit.metrics import summary, valid_labels
 from medvit.evaluate.thresholds import choose_thresholds
+from medvit.metrics import METRICS, bootstrapped, summary, summary_names, valid_labels
 
-SUMMARY_METRICS: tuple[str, ...] = (
-    "auroc_macro", "ap_macro", "auroc_micro", "ap_micro",
-    "sens_at_spec_macro", "sensitivity_macro", "specificity_macro", "f1_macro",
-)
-LABEL_METRICS: tuple[str, ...] = ("auroc", "ap", "sens_at_spec", "sensitivity", "specificity", "f1")
-PAIRED_METRICS: tuple[str, ...] = ("auroc_macro", "ap_macro")
+# Names from the one list in ``medvit.metrics``.
+SUMMARY_METRICS: tuple[str, ...] = tuple(summary_names(bootstrapped()))  # with bootstrap CIs
+POINT_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if not m.bootstrap)  # calibration: no CIs
+PAIRED_METRICS: tuple[str, ...] = tuple(f"{m.name}_macro" for m in METRICS if m.paired)
 
 
 def metric_key(name: str) -> str:
@@ -73,6 +72,24 @@ class Evaluation:
     def label_ci(self, model: str, metric: str, j: int) -> tuple[float, float]:
         """Percentile CI of a per-label test metric."""
         return percentile_ci(self.test[model].label_samples[metric][:, j], self.ci_level)
+
+    def point_label(self, model: str) -> dict[str, np.ndarray]:
+        """(L,) per-label values of the ``POINT_METRICS`` (no bootstrap)."""
+        return {"ece": self.ece_label[model]}
+
+    def point_summary(self, model: str) -> dict[str, float]:
+        """Macro/micro summaries of the ``POINT_METRICS``; the macro mean skips single-class labels."""
+        ok = self.valid_mask
+        out = {f"{k}_macro": float(np.mean(v[ok])) if ok.any() else float("nan")
+               for k, v in self.point_label(model).items()}
+        out["ece_micro"] = self.ece_micro[model]
+        return out
+
+    def value(self, model: str, name: str) -> tuple[float, float | None, float | None]:
+        """A test summary (e.g. ``auroc_macro``) with its CI (None, None without bootstrap)."""
+        if name in SUMMARY_METRICS:
+            return (self.test[model].summary[name], *self.ci(model, name))
+        return self.point_summary(model)[name], None, None
 
 
 def evaluate(
@@ -134,9 +151,7 @@ def _model_summary(ev: Evaluation, m: str) -> dict[str, float]:
     for k in SUMMARY_METRICS:
         lo, hi = ev.ci(m, k)
         out.update({f"test/{k}": st.summary[k], f"test/{k}_ci_low": lo, f"test/{k}_ci_high": hi})
-    ok = ev.valid_mask
-    out["test/ece_macro"] = float(np.mean(ev.ece_label[m][ok])) if ok.any() else float("nan")
-    out["test/ece_micro"] = ev.ece_micro[m]
+    out.update({f"test/{k}": v for k, v in ev.point_summary(m).items()})
     return out
 
 
@@ -150,7 +165,7 @@ def metrics_json(ev: Evaluation) -> dict[str, Any]:
             lo, hi = ev.label_ci(FINETUNE, k, j)
             out.update({f"{key}/{k}": st.label[k][j], f"{key}/{k}_ci_low": lo, f"{key}/{k}_ci_high": hi})
         out[f"{key}/prevalence"] = st.label["prevalence"][j]
-        out[f"{key}/ece"] = ev.ece_label[FINETUNE][j]
+        out.update({f"{key}/{k}": v[j] for k, v in ev.point_label(FINETUNE).items()})
     out.update({
         "n_labels_skipped": len(ev.skipped_test), "test/n_labels_skipped": len(ev.skipped_test),
         "test/n_samples": ev.n_test, "test/n_groups": ev.n_test_groups, "n_bootstrap": ev.n_resamples,
@@ -197,7 +212,7 @@ def label_table(ev: Evaluation) -> pd.DataFrame:
         st = ev.test[m]
         for j, n in enumerate(ev.label_names):
             row = {"model": m, "label": n, **{k: float(v[j]) for k, v in st.label.items()},
-                   "ece": float(ev.ece_label[m][j]), "threshold": float(ev.thresholds[m][j])}
+                   **{k: float(v[j]) for k, v in ev.point_label(m).items()}, "threshold": float(ev.thresholds[m][j])}
             for k in LABEL_METRICS:
                 row[f"{k}_ci_low"], row[f"{k}_ci_high"] = ev.label_ci(m, k, j)
             rows.append(row)
@@ -215,19 +230,15 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None, signed: boo
 
 
 def summary_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """Headers and one row per model: macro metrics with CIs and the paired difference."""
+    """Headers and one row per model: the ``Metric.table`` summaries with CIs and the paired difference."""
     pct = f"{ev.ci_level:.0%}"
     spec = ev.settings["fixed_specificity"]
-    headers = ["model", f"AUROC macro [{pct} CI]", f"AP macro [{pct} CI]", f"AUROC micro [{pct} CI]",
-               f"sens @ spec {spec:g}", "F1 @ thr", "sens @ thr", "spec @ thr", "ECE",
-               f"ΔAUROC fine-tuned − model [{pct} CI]", "p"]
+    columns = [(f"{m.name}_{agg}", m.title.format(spec=spec) + (f" {agg}" if m.micro else "")
+                + (f" [{pct} CI]" if m.bootstrap else "")) for m in METRICS for agg in m.table]
+    headers = ["model", *(title for _, title in columns), f"ΔAUROC fine-tuned − model [{pct} CI]", "p"]
     rows = []
     for m in ev.models:
-        st = ev.test[m]
-        cell = [m] + [_fmt(st.summary[k], *ev.ci(m, k)) for k in ("auroc_macro", "ap_macro", "auroc_micro")]
-        cell += [_fmt(st.summary[k], *ev.ci(m, k)) for k in ("sens_at_spec_macro", "f1_macro",
-                                                            "sensitivity_macro", "specificity_macro")]
-        cell.append(_fmt(ev.ece_micro[m]))
+        cell = [m] + [_fmt(*ev.value(m, k)) for k, _ in columns]
         if m == FINETUNE:
             cell += ["—", "—"]
         else:

@@ -18,11 +18,15 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medvit.config import Params
+from medvit.config import Params, RegisterConfig
 from medvit.errors import UserError
 from medvit.paths import default_path
+
+if TYPE_CHECKING:  # imported inside run(): the CLI stays fast to start
+    from medvit.evaluate.gate import Gate
+    from medvit.evaluate.outputs import EvaluateOutputs
 
 HELP = "Apply the quality gate and register the model in the MLflow Model Registry."
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| logit difference accepted for the export
@@ -53,8 +57,8 @@ def _export_onnx(model_dir: Path, opset: int, tmp: Path) -> tuple[Path, int, flo
     return path, onnx_opset(path), diff
 
 
-def _new_version(cfg: Any, model_dir: Path, ev: Any, gate: Any, card_args: dict[str, Any], run_id: str | None,
-                 client: Any, thresholds_sha: str, tmp: Path) -> Any:
+def _new_version(cfg: RegisterConfig, model_dir: Path, ev: EvaluateOutputs, gate: Gate, card_args: dict[str, Any],
+                 run_id: str | None, client: Any, thresholds_sha: str, tmp: Path) -> Any:
     """Export ONNX (when enabled), log the servable pyfunc in the active run and register it as a new version."""
     from medvit.tracking import card, registry
 
@@ -64,13 +68,19 @@ def _new_version(cfg: Any, model_dir: Path, ev: Any, gate: Any, card_args: dict[
     meta = card_args["meta"]
     info = registry.log_servable_model(model_dir, meta["label_names"], ev.thresholds, ev.threshold_method, onnx_path)
     card_md = card.render_card(**card_args, onnx_opset=onnx_opset)
-    tags = registry.version_tags(meta, ev, gate, card_args["weights_sha256"], thresholds_sha,
-                                 card_args["git_commit"], run_id, onnx_opset, diff)
+    tags = registry.version_tags(
+        meta, finetune=ev.finetune, baselines=ev.baselines, threshold_method=ev.threshold_method,
+        gate_passed=gate.passed, gate_reason=gate.summary(), weights_sha=card_args["weights_sha256"],
+        thresholds_sha=thresholds_sha, git_commit=card_args["git_commit"], run_id=run_id, onnx_opset=onnx_opset,
+        onnx_diff=diff)
     return registry.register_version(client, card_args["registered_model"], info, run_id, tags, card_md)
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.cache import write_json_atomic
+    from medvit.evaluate.gate import apply_gate
+    from medvit.evaluate.outputs import read_meta, read_outputs
+    from medvit.hashing import sha256_file
+    from medvit.io.atomic import write_json_atomic
     from medvit.tracking import card, registry
     from medvit.tracking.runs import git_commit, stage_run, tracking_uri
 
@@ -78,11 +88,11 @@ def run(args: argparse.Namespace, params: Params) -> int:
     model_dir = Path(args.finetune or default_path("finetune", domain))
     report_dir = Path(args.report or default_path("report", domain))
     out = Path(args.out or default_path("registry", domain))
-    meta = registry.read_meta(model_dir)
-    ev = registry.read_evaluation(report_dir, meta["label_names"])
-    gate = registry.apply_gate(ev.finetune, ev.baselines, cfg.min_auroc, cfg.min_margin)
+    meta = read_meta(model_dir)
+    ev = read_outputs(report_dir, meta["label_names"])
+    gate = apply_gate(ev.finetune, ev.baselines, cfg.min_auroc, cfg.min_margin)
     name = registry.registered_model_name(domain)
-    weights_sha = registry.sha256_file(model_dir / "model.safetensors")
+    weights_sha = sha256_file(model_dir / "model.safetensors")
     thresholds_sha = registry.thresholds_sha256(meta["label_names"], ev.thresholds)
     card_args = dict(registered_model=name, domain=domain, meta=meta, finetune_metrics=ev.finetune,
                      baseline_metrics=ev.baselines, thresholds=ev.thresholds, threshold_method=ev.threshold_method,

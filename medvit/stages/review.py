@@ -57,15 +57,13 @@ def _print_version(v: Any, trail: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace, params: Params | None) -> int:
-    from mlflow.exceptions import MlflowException
-
     from medvit.tracking import registry, review
 
     name = registry.registered_model_name(args.domain)
     if args.action != "list" and args.version is None:
         raise UserError(f"review {args.action} needs --version N (see `medvit review list --domain {args.domain}`)")
     client = registry.client()
-    try:
+    with review.registry_errors():
         if args.action == "list":
             _print_list(review.list_versions(client, name))
         elif args.action == "show":
@@ -76,6 +74,4 @@ def run(args: argparse.Namespace, params: Params | None) -> int:
             v = decide(client, name, args.version, args.reviewer, args.note)
             print(f"{name} version {v.version}: {v.tags['review_status']} by {v.tags['reviewer']} "
                   f"at {v.tags['reviewed_at']}; aliases: {', '.join(v.aliases) or '-'}")
-    except MlflowException as err:
-        raise UserError(f"the MLflow registry at {registry.safe_uri(registry.tracking_uri())} failed: {err}") from None
     return 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-RANDOM_INIT = "random-init"
+from medvit.metrics import METRICS, summary_names
+from medvit.weights import is_random_init
+
 NOT_APPROVED = "NOT FOR CLINICAL USE UNTIL APPROVED"
 
 _INTENDED_USE = {
@@ -26,11 +28,6 @@ _INTENDED_USE = {
         "of the remote-sensing team; it is not a substitute for ground truth or for operational decisions."
     ),
 }
-
-
-def is_random_init(weights: str) -> bool:
-    """Whether a weights provenance string (meta.json ``weights``) means no pretrained weights."""
-    return weights.strip().lower() in (RANDOM_INIT, "none", "")
 
 
 def _fmt(value: Any, signed: bool = False) -> str:
@@ -52,7 +49,7 @@ def _with_ci(metrics: Mapping[str, Any], key: str, signed: bool = False) -> str:
 
 
 def _metrics_table(finetune: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    keys = ("test/auroc_macro", "test/ap_macro", "test/auroc_micro", "test/ap_micro")
+    keys = [f"test/{s}" for s in summary_names(tuple(m for m in METRICS if m.headline))]
     lines = [
         "| model | " + " | ".join(k.removeprefix("test/") for k in keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -74,7 +71,7 @@ def _differences(baselines: Mapping[str, Mapping[str, Any]], n_resamples: Any) -
     """Paired-bootstrap differences (fine-tuned minus baseline), when evaluate reported them."""
     out = []
     for name, m in baselines.items():
-        for key in ("test/auroc_macro_diff", "test/ap_macro_diff"):
+        for key in (f"test/{m.name}_macro_diff" for m in METRICS if m.paired):
             if key in m:
                 p = _p_value(float(m[f"{key}_p"]), n_resamples) if f"{key}_p" in m else ""
                 out.append(f"- {key.removeprefix('test/').removesuffix('_diff')} vs {name}: "

@@ -1,39 +1,33 @@
-"""The quality gate and the MLflow Model Registry side of the register stage.
+"""The MLflow Model Registry side of the register stage: versions, their tags and the servable model.
 
-One registered model per domain, ``medvit-<domain>``. A version is created only
-when the gate passes and no version already holds the same weights and thresholds
-(looked up by the ``weights_sha256`` and ``thresholds_sha256`` version tags), so
-re-running register on an unchanged model is a no-op. New versions get the
-``candidate`` alias and ``review_status=pending``; ``medvit review`` moves
-``champion``. Aliases and tags are used, not the deprecated stages.
+One registered model per domain, ``medvit-<domain>``. ``find_version`` looks a
+version up by the ``weights_sha256`` and ``thresholds_sha256`` version tags, so the
+register stage creates one only for new weights or thresholds and a re-run on an
+unchanged model is a no-op. New versions get the ``candidate`` alias and
+``review_status=pending``; ``medvit review`` moves ``champion``. Aliases and tags
+are used, not the deprecated stages. The quality gate and the readers of
+evaluate's outputs live in ``medvit.evaluate`` (``gate``, ``outputs``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from medvit.errors import UserError
-from medvit.tracking.runs import _HTTP_DEFAULTS, tracking_uri
+from medvit.hashing import sha256_json
+from medvit.metrics import COUNTS, METRICS
+from medvit.tracking.runs import HTTP_DEFAULTS, tracking_uri
+from medvit.weights import is_random_init
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 PENDING = "pending"
-AUROC_KEY = "test/auroc_macro"
-# Version tags holding the test metrics: macro/micro summaries and their intervals.
-_SUMMARY_METRICS = ("auroc_macro", "ap_macro", "auroc_micro", "ap_micro", "sens_at_spec_macro", "f1_macro",
-                    "sensitivity_macro", "specificity_macro", "ece_macro", "n_labels_skipped", "n_samples", "n_groups")
-# Per baseline: its macro AUROC and the paired difference (fine-tuned minus baseline) with its CI.
-_BASELINE_METRICS = ("auroc_macro", "auroc_macro_ci_low", "auroc_macro_ci_high", "auroc_macro_diff",
-                     "auroc_macro_diff_ci_low", "auroc_macro_diff_ci_high")
+CI_SUFFIXES = ("", "_ci_low", "_ci_high")
 
 
 def registered_model_name(domain: str) -> str:
@@ -41,208 +35,44 @@ def registered_model_name(domain: str) -> str:
     return f"medvit-{domain}"
 
 
-# --------------------------------------------------------------------------- evaluation inputs
-@dataclass(frozen=True)
-class Evaluation:
-    """What register needs from evaluate: test metrics of the model and of each baseline, and thresholds."""
-
-    finetune: dict[str, float]
-    baselines: dict[str, dict[str, float]]
-    thresholds: list[float]  # (L,) in label_names order
-    threshold_method: str
-
-
-def _load_json(path: Path, stage: str) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the {stage} stage first (`dvc repro {stage}`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err}); re-run the {stage} stage") from None
-
-
-def _need(mapping: Any, key: str, path: Path, where: str) -> Any:
-    if not isinstance(mapping, Mapping) or key not in mapping:
-        raise UserError(f"{path}: missing key {where}{key!r}; re-run the evaluate stage to rewrite it")
-    return mapping[key]
-
-
-def read_metrics(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Fine-tuned and per-baseline metrics from evaluate's metrics.json.
-
-    Evaluate's layout: the fine-tuned model's metrics at the top level and each
-    baseline nested under its name (``{"test/auroc_macro": ..., "clip_zeroshot":
-    {"test/auroc_macro": ..., "test/auroc_macro_diff": ...}}``); also accepted:
-    ``{"finetune": {...}, "baselines": {"<name>": {...}}}``. Evaluate drops
-    undefined (NaN) values, so a missing ``test/auroc_macro`` inside a section that
-    has other test metrics reads as undefined, which the gate refuses.
-
-    Raises:
-        UserError: the file holds no test metrics for the fine-tuned model, naming the file and key.
-    """
-    data = _load_json(path, "evaluate")
-    if not isinstance(data, Mapping):
-        raise UserError(f"{path}: expected a JSON object of metrics; re-run the evaluate stage")
-    if isinstance(data.get("finetune"), Mapping):
-        finetune = dict(data["finetune"])
-        baselines = data.get("baselines", {})
-        if not isinstance(baselines, Mapping):
-            raise UserError(f"{path}: 'baselines' must map baseline names to their metrics")
-    else:
-        finetune = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
-        baselines = {k: v for k, v in data.items() if isinstance(v, Mapping)}
-    if not any(str(k).startswith("test/") for k in finetune):
-        raise UserError(f"{path}: missing key {AUROC_KEY!r} (no test metrics for the fine-tuned model); "
-                        "re-run the evaluate stage to rewrite it")
-    return finetune, {str(k): dict(v) for k, v in baselines.items()}
-
-
-def read_thresholds(path: Path, label_names: Sequence[str]) -> tuple[list[float], str]:
-    """Per-label thresholds (in ``label_names`` order) and the method from evaluate's thresholds.json.
-
-    Accepts ``{"method": m, "thresholds": {label: t}}``, the same nested under
-    ``"finetune"``, or ``{label: t}``; a value may also be ``{"threshold": t, ...}``.
-
-    Raises:
-        UserError: a label has no threshold, naming the file and label.
-    """
-    data = _load_json(path, "evaluate")
-    if isinstance(data, Mapping) and isinstance(data.get("finetune"), Mapping):
-        data = data["finetune"]
-    method = str(data.get("method", "unknown")) if isinstance(data, Mapping) else "unknown"
-    table = data.get("thresholds", data) if isinstance(data, Mapping) else data
-    if isinstance(table, list) and isinstance(data, Mapping) and "label_names" in data:
-        table = dict(zip(data["label_names"], table))
-    out = []
-    for name in label_names:
-        value = _need(table, name, path, "thresholds.")
-        if isinstance(value, Mapping):
-            value = _need(value, "threshold", path, f"thresholds.{name}.")
-        out.append(float(value))
-    return out, method
-
-
-def read_meta(model_dir: Path) -> dict[str, Any]:
-    """models/<d>/meta.json, after checking that the weights beside it exist."""
-    if not (model_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{model_dir / 'model.safetensors'}: missing; run the finetune stage first")
-    meta = _load_json(model_dir / "meta.json", "finetune")
-    for key in ("model", "img_size", "in_chans", "label_names", "mean", "std", "weights"):
-        _need(meta, key, model_dir / "meta.json", "")
-    return dict(meta)
-
-
-def read_evaluation(report_dir: Path, label_names: Sequence[str]) -> Evaluation:
-    """metrics.json + thresholds.json of ``report_dir``."""
-    finetune, baselines = read_metrics(report_dir / "metrics.json")
-    thresholds, method = read_thresholds(report_dir / "thresholds.json", label_names)
-    return Evaluation(finetune, baselines, thresholds, method)
-
-
-# --------------------------------------------------------------------------- gate
-@dataclass(frozen=True)
-class Gate:
-    """Outcome of the quality gate, with the numbers behind it."""
-
-    passed: bool
-    auroc: float
-    auroc_ci: tuple[float | None, float | None]
-    min_auroc: float
-    min_margin: float
-    best_baseline: str | None
-    best_baseline_auroc: float | None
-    margin: float | None
-    reasons: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line for logs and tags."""
-        return ("passed: " if self.passed else "refused: ") + "; ".join(self.reasons)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe record (NaN becomes null)."""
-        d = asdict(self)
-        d["auroc"] = self.auroc if _finite(self.auroc) else None
-        d["auroc_ci"] = [v if _finite(v) else None for v in self.auroc_ci]
-        return d
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
-def apply_gate(
-    finetune: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]], min_auroc: float, min_margin: float
-) -> Gate:
-    """Test macro AUROC must reach ``min_auroc`` and beat the best baseline's by ``min_margin``.
-
-    A NaN AUROC (every label single-class on test) refuses; a NaN baseline is ignored;
-    with no usable baseline the margin cannot be checked, which refuses too.
-    """
-    auroc = float(finetune[AUROC_KEY]) if _finite(finetune.get(AUROC_KEY)) else float("nan")  # missing = undefined
-    ci = (finetune.get(f"{AUROC_KEY}_ci_low"), finetune.get(f"{AUROC_KEY}_ci_high"))
-    usable = {n: float(m[AUROC_KEY]) for n, m in baselines.items() if _finite(m.get(AUROC_KEY))}
-    best = max(usable, key=usable.__getitem__) if usable else None
-    best_auroc = usable[best] if best else None
-    margin = auroc - best_auroc if best_auroc is not None and not math.isnan(auroc) else None
-    reasons, passed = [], True
-    ci_txt = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if _finite(ci[0]) and _finite(ci[1]) else ""
-    if math.isnan(auroc):
-        passed = False
-        reasons.append("test macro AUROC is undefined (no label has both classes on test)")
-    elif auroc < min_auroc:
-        passed = False
-        reasons.append(f"test macro AUROC {auroc:.3f}{ci_txt} is below min_auroc {min_auroc:.3f}")
-    else:
-        reasons.append(f"test macro AUROC {auroc:.3f}{ci_txt} >= min_auroc {min_auroc:.3f}")
-    if best is None:
-        passed = False
-        reasons.append("no baseline with a defined test macro AUROC: the min_margin check cannot be made")
-    elif margin is not None:
-        verdict = ">=" if margin >= min_margin else "is below"
-        passed = passed and margin >= min_margin
-        reasons.append(
-            f"margin over the best baseline {best} ({best_auroc:.3f}) is {margin:+.3f}, {verdict} min_margin "
-            f"{min_margin:+.3f}"
-        )
-    return Gate(passed, auroc, ci, min_auroc, min_margin, best, best_auroc, margin, reasons)
-
-
 # --------------------------------------------------------------------------- fingerprints and tags
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def thresholds_sha256(label_names: Sequence[str], thresholds: Sequence[float]) -> str:
-    """Hex sha256 of the canonical JSON of the per-label thresholds."""
-    blob = json.dumps({"label_names": list(label_names), "thresholds": [float(t) for t in thresholds]},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """Hex sha256 of the canonical JSON of the per-label thresholds (the ``thresholds_sha256`` tag)."""
+    return sha256_json({"label_names": list(label_names), "thresholds": [float(t) for t in thresholds]})
+
+
+def _number_tag(value: Any) -> str | None:
+    """``0.912345`` style text of a finite number, None for a missing or NaN one."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return f"{float(value):.6g}"
 
 
 def metric_tags(finetune: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Version tags for the test summary metrics with CIs, and each baseline's macro AUROC."""
+    """Version tags from ``metrics.METRICS``: every test summary with its CI and the counts; per baseline,
+    its headline macro summaries and their paired differences, with CIs."""
     tags: dict[str, str] = {}
-    for m in _SUMMARY_METRICS:
-        for suffix in ("", "_ci_low", "_ci_high"):
-            key = f"test/{m}{suffix}"
-            if _finite(finetune.get(key)):
-                tags[key] = f"{float(finetune[key]):.6g}"
+    names = [s for m in METRICS for s in m.summaries] + list(COUNTS)
+    for key in (f"test/{n}{suffix}" for n in names for suffix in CI_SUFFIXES):
+        if (text := _number_tag(finetune.get(key))) is not None:
+            tags[key] = text
+    headline = [f"{m.name}_macro" for m in METRICS if m.headline]
+    headline += [f"{m.name}_macro_diff" for m in METRICS if m.headline and m.paired]
     for name, metrics in baselines.items():
-        for m in _BASELINE_METRICS:
-            if _finite(metrics.get(f"test/{m}")):
-                tags[f"baseline/{name}/test/{m}"] = f"{float(metrics[f'test/{m}']):.6g}"
+        for key in (f"test/{n}{suffix}" for n in headline for suffix in CI_SUFFIXES):
+            if (text := _number_tag(metrics.get(key))) is not None:
+                tags[f"baseline/{name}/{key}"] = text
     return tags
 
 
 def version_tags(
     meta: Mapping[str, Any],
-    ev: Evaluation,
-    gate: Gate,
+    *,
+    finetune: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, Any]],
+    threshold_method: str,
+    gate_passed: bool,
+    gate_reason: str,
     weights_sha: str,
     thresholds_sha: str,
     git_commit: str,
@@ -250,18 +80,31 @@ def version_tags(
     onnx_opset: int | None,
     onnx_diff: float | None,
 ) -> dict[str, str]:
-    """The tags of a new version: review state, lineage, weights provenance, gate outcome, test metrics."""
-    from medvit.tracking.card import is_random_init
+    """The tags of a new version: review state, lineage, weights provenance, gate outcome, test metrics.
 
+    Args:
+        meta: models/<d>/meta.json.
+        finetune: the fine-tuned model's metrics from evaluate's metrics.json.
+        baselines: per baseline, its metrics.
+        threshold_method: how evaluate chose the thresholds.
+        gate_passed: the quality gate's outcome.
+        gate_reason: its one-line summary.
+        weights_sha: sha256 of model.safetensors.
+        thresholds_sha: ``thresholds_sha256`` of the version's thresholds.
+        git_commit: the code version.
+        run_id: the register stage's MLflow run.
+        onnx_opset: opset of the ONNX export logged with the version (None: no export).
+        onnx_diff: its max abs logit difference to PyTorch.
+    """
     tags = {
         "review_status": PENDING,
-        "gate": "passed" if gate.passed else "refused",
-        "gate_reason": gate.summary(),
+        "gate": "passed" if gate_passed else "refused",
+        "gate_reason": gate_reason,
         "weights": str(meta.get("weights", "unknown")),
         "weights_random_init": str(is_random_init(str(meta.get("weights", "")))).lower(),
         "weights_sha256": weights_sha,
         "thresholds_sha256": thresholds_sha,
-        "threshold_method": ev.threshold_method,
+        "threshold_method": threshold_method,
         "label_names": json.dumps(list(meta["label_names"])),
         "model": str(meta["model"]),
         "data_hash": str(meta.get("data_hash", "unknown")),
@@ -274,7 +117,7 @@ def version_tags(
     }
     if onnx_diff is not None:
         tags["onnx_max_abs_diff"] = f"{onnx_diff:.3g}"
-    tags.update(metric_tags(ev.finetune, ev.baselines))
+    tags.update(metric_tags(finetune, baselines))
     return tags
 
 
@@ -293,7 +136,7 @@ def client() -> Any:
     """An ``MlflowClient`` on the project's tracking and registry URI (MLFLOW_TRACKING_URI or embedded)."""
     from mlflow import MlflowClient
 
-    for key, value in _HTTP_DEFAULTS.items():  # bounded time-outs: a down server fails fast
+    for key, value in HTTP_DEFAULTS.items():  # bounded time-outs: a down server fails fast
         os.environ.setdefault(key, value)
     uri = tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

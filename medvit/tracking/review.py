@@ -15,12 +15,14 @@ outcome is not ``passed`` (including versions registered outside ``medvit regist
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from medvit.errors import UserError
-from medvit.tracking.card import is_random_init
-from medvit.tracking.registry import CHAMPION, PENDING, safe_uri, tracking_uri
+from medvit.tracking.registry import CHAMPION, PENDING, safe_uri
+from medvit.tracking.runs import tracking_uri
+from medvit.weights import is_random_init
 
 APPROVED = "approved"
 REJECTED = "rejected"
@@ -30,6 +32,17 @@ AUDIT_TAG = "review_audit"
 def utc_now() -> str:
     """Current UTC time as ``2026-01-31T12:00:00Z``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def registry_errors() -> Iterator[None]:
+    """Turn an MLflow failure inside the block into a UserError naming the registry (without credentials)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        raise UserError(f"the MLflow registry at {safe_uri(tracking_uri())} failed: {err}") from None
 
 
 def audit_trail(version: Any) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ offline demo (~1000 satellite chips) well under two minutes on two cores, where
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -32,11 +31,12 @@ import torch
 from torch import nn
 
 from medvit.errors import UserError
+from medvit.hashing import sha256_text
+from medvit.weights import RANDOM_INIT
 from medvit.zeroshot.preprocess import ClipPreprocess
 
 log = logging.getLogger(__name__)
 
-RANDOM_INIT = "random-init"
 # Random-init fallbacks: ViT-B/32 at 112 px (~1.1 GFLOPs/image) instead of e.g. ViT-B/16 at 224 (17.6).
 RANDOM_INIT_IMAGE_SIZE = 112
 RANDOM_INIT_ARCH = {
@@ -138,12 +138,12 @@ def hub_access(timeout: float = 3.0) -> Iterator[bool]:
 
 def _file_identity(*paths: str | Path) -> str:
     """Cheap identity of weight files: resolved path, size and mtime (hub snapshot paths embed the commit)."""
-    h = hashlib.sha256()
+    parts = []
     for p in paths:
         p = Path(p).resolve()
         st = p.stat()
-        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+        parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns};")
+    return sha256_text("".join(parts), 16)
 
 
 def _hub_snapshot_identity(repo: str) -> str:

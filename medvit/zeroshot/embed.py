@@ -13,7 +13,6 @@ outputs (``$MEDVIT_CACHE_DIR`` or ``<repo>/.cache/medvit``, git- and DVC-ignored
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -25,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from medvit.data.dataset import CacheDataset
+from medvit.hashing import sha256_json
 from medvit.io.atomic import atomic_open
 from medvit.zeroshot.backends import ClipBackend
 from medvit.zeroshot.preprocess import RgbMapping
@@ -48,7 +48,7 @@ class EmbeddingCache:
     """On-disk (N, D) embeddings per split under one key folder."""
 
     def __init__(self, root: str | Path, key: Mapping[str, Any]) -> None:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        digest = sha256_json(key, 20)
         self.key = dict(key)
         self.dir = Path(root) / "embeddings" / digest
 

@@ -9,7 +9,6 @@ prompts does not change it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 import yaml
 
 from medvit.errors import UserError
+from medvit.hashing import sha256_json
 
 PLACEHOLDER = "{label}"
 
@@ -59,8 +59,7 @@ class PromptSet:
 
     def digest(self) -> str:
         """Short sha256 of the resolved prompts (the ``prompt_hash`` tag)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return sha256_json(self.to_dict(), 12, ensure_ascii=False)
 
 
 def _key(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Quality gate, evaluate-output readers, and registration on a real SQLite MLflow store."""
+"""Registration on a real SQLite MLflow store: versions, tags, the servable model and the card."""
 
 from __future__ import annotations
 
@@ -11,73 +11,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from medvit.errors import UserError
-from medvit.tracking.registry import apply_gate, read_metrics, read_thresholds
-
-
 NAME = "medvit-medical"
 
 
-# --------------------------------------------------------------------------- gate (pure)
-def test_gate_passes_above_min_auroc_and_margin() -> None:
-    gate = apply_gate({"test/auroc_macro": 0.9, "test/auroc_macro_ci_low": 0.85, "test/auroc_macro_ci_high": 0.94},
-                      {"clip_zeroshot": {"test/auroc_macro": 0.6}, "linear_probe": {"test/auroc_macro": 0.8}},
-                      min_auroc=0.8, min_margin=0.05)
-    assert gate.passed
-    assert gate.best_baseline == "linear_probe" and gate.best_baseline_auroc == 0.8
-    assert gate.margin == pytest.approx(0.1)
-    assert "0.850-0.940" in gate.summary()
-
-
-def test_gate_refuses_below_min_auroc() -> None:
-    gate = apply_gate({"test/auroc_macro": 0.7}, {"clip_zeroshot": {"test/auroc_macro": 0.5}}, 0.8, 0.0)
-    assert not gate.passed
-    assert "0.700 is below min_auroc 0.800" in gate.summary()
-
-
-def test_gate_refuses_when_margin_over_best_baseline_is_too_small() -> None:
-    gate = apply_gate({"test/auroc_macro": 0.85}, {"clip_zeroshot": {"test/auroc_macro": 0.6},
-                                                   "linear_probe": {"test/auroc_macro": 0.84}}, 0.8, 0.02)
-    assert not gate.passed
-    assert "linear_probe" in gate.summary() and "+0.010, is below min_margin +0.020" in gate.summary()
-
-
-def test_gate_refuses_undefined_auroc_and_missing_baselines() -> None:
-    undefined = apply_gate({"test/ap_macro": 0.5}, {"clip_zeroshot": {"test/auroc_macro": 0.5}}, 0.0, -1.0)
-    assert not undefined.passed and "undefined" in undefined.summary()
-    assert undefined.to_dict()["auroc"] is None  # JSON-safe, no NaN
-    no_baseline = apply_gate({"test/auroc_macro": 0.95}, {"clip_zeroshot": {"test/ap_macro": 0.3}}, 0.8, 0.0)
-    assert not no_baseline.passed and "no baseline" in no_baseline.summary()
-
-
-# --------------------------------------------------------------------------- readers
-def test_read_metrics_accepts_evaluate_layout_and_explicit_sections(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"test/auroc_macro": 0.9, "clip_zeroshot": {"test/auroc_macro": 0.6}}))
-    finetune, baselines = read_metrics(path)
-    assert finetune == {"test/auroc_macro": 0.9} and baselines == {"clip_zeroshot": {"test/auroc_macro": 0.6}}
-    path.write_text(json.dumps({"finetune": {"test/auroc_macro": 0.8}, "baselines": {"b": {"test/auroc_macro": 0.5}}}))
-    assert read_metrics(path) == ({"test/auroc_macro": 0.8}, {"b": {"test/auroc_macro": 0.5}})
-
-
-def test_read_metrics_without_test_metrics_names_file_and_key(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"val/auroc_macro": 0.9}))
-    with pytest.raises(UserError, match=r"metrics\.json: missing key 'test/auroc_macro'"):
-        read_metrics(path)
-    with pytest.raises(FileNotFoundError, match="evaluate"):
-        read_metrics(tmp_path / "absent.json")
-
-
-def test_read_thresholds_in_label_order_and_missing_label_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "thresholds.json"
-    path.write_text(json.dumps({"method": "f1", "thresholds": {"b": 0.2, "a": 0.7}}))
-    assert read_thresholds(path, ["a", "b"]) == ([0.7, 0.2], "f1")
-    with pytest.raises(UserError, match=r"thresholds\.json: missing key thresholds\.'c'"):
-        read_thresholds(path, ["a", "b", "c"])
-
-
-# --------------------------------------------------------------------------- registry (real SQLite store)
 def _record(tmp_path: Path) -> dict[str, Any]:
     return json.loads((tmp_path / "registry" / "registration.json").read_text())
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medvit.errors import UserError
-from medvit.zeroshot.backends import RANDOM_INIT, bundled_clip_tokenizer, load_backend
+from medvit.weights import RANDOM_INIT
+from medvit.zeroshot.backends import bundled_clip_tokenizer, load_backend
 
 
 def test_bundled_tokenizer_matches_open_clip_simple_tokenizer() -> None:
