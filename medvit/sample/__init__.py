@@ -7,6 +7,7 @@ would have, in the layout ingest reads (the conventions both share are in ``medv
   ``radiograph``, the chest phantom;
 * ``satellite`` (GeoTIFF scenes, land-cover rasters and tiles.csv) draws its pixels from
   ``landcover``, the Sentinel-2-like scene phantom;
+* ``noise`` gives both phantoms their smooth random textures;
 * ``output`` holds the staging folder that replaces an earlier sample, and the run's summary.
 
 Generation is deterministic for a seed: the same params give byte-identical files.

@@ -117,7 +117,7 @@ class StoredImage:
     Attributes:
         pixels: (H, W) uint16 stored values.
         bits: BitsStored, 12 or 16.
-        centers, widths: the VOI windows in modality units, the first one the default (PS3.3 C.11.2.1.2).
+        centers, widths: the VOI windows in modality units, the default one first.
     """
 
     pixels: np.ndarray
@@ -161,7 +161,7 @@ def build_pixels(rng: np.random.Generator, study: Study, size: int, *, burned_in
         float(rng.choice([0.5, 1.0, 2.0])), float(rng.choice([-1024.0, 0.0, 1000.0])))
     centers = [slope * (lo + hi) / 2 * rng.uniform(0.98, 1.02) + intercept]
     widths = [slope * (hi - lo) * rng.uniform(1.0, 1.08)]
-    if two_windows:  # a second, harder window; readers use the first
+    if two_windows:  # a second, harder window; readers use the first (PS3.3 C.11.2.1.2)
         centers.append(centers[0] + 0.15 * widths[0])
         widths.append(0.5 * widths[0])
     photometric = "MONOCHROME2"
@@ -262,6 +262,7 @@ def _save(path: Path, ds: Dataset, image: StoredImage) -> None:
 
 
 def _check_findings(findings: Sequence[str]) -> tuple[str, ...]:
+    """``findings`` as a tuple, if they are distinct names the phantom draws; else a UserError."""
     unknown = [f for f in findings if f not in FINDINGS]
     if unknown or not findings or len(set(findings)) != len(findings):
         raise UserError(f"sample.medical.findings: {list(findings)} must be distinct names out of "

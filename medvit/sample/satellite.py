@@ -51,6 +51,7 @@ _COLOURS: dict[str, tuple[int, int, int]] = {"water": (30, 90, 200), "forest": (
 
 
 def _check_satellite(cfg: SampleSatellite) -> None:
+    """A UserError unless the classes and bands are distinct names the scene phantom knows."""
     bad_classes = [c for c in cfg.classes if c not in SIGNATURES]
     if bad_classes or not cfg.classes or len(set(cfg.classes)) != len(cfg.classes):
         raise UserError(f"sample.satellite.classes: {list(cfg.classes)} must be distinct names out of "
