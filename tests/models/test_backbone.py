@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from medvit.errors import UserError
-from medvit.models.backbone import RANDOM_INIT, create_backbone, freeze, weights_kind
+from medvit.models.backbone import RANDOM_INIT, create_backbone, freeze, prefix_modules, run_prefix, weights_kind
 
 ARCH = "deit3_small_patch16_384"
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2}
@@ -115,5 +115,22 @@ def test_freeze_embeddings_and_first_blocks() -> None:
         should = name in ("cls_token", "pos_embed") or name.startswith(("patch_embed.", "blocks.0.", "blocks.1."))
         assert (not p.requires_grad) == should, name
         assert (name in frozen) == should
+    assert freeze(model, 0) == []
     with pytest.raises(UserError, match="exceeds the model depth"):
         freeze(model, 4)
+
+
+def test_prefix_modules_and_run_prefix_cover_exactly_the_frozen_parameters() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, img_size=64, num_classes=0, depth=3, embed_dim=64, num_heads=2).eval()
+    frozen = set(freeze(model, 2))
+    in_modules = {id(p) for m in prefix_modules(model, 2) for p in m.parameters()}
+    direct = {id(model.cls_token), id(model.pos_embed)}  # parameters of the backbone itself, not of a module
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    assert {by_id[i] for i in in_modules | direct} == frozen
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = run_prefix(model, x, 2)  # (B, 1 + 16, D)
+        assert tokens.shape == (2, 17, 64)
+        rest = model.blocks[2](tokens)
+        torch.testing.assert_close(model.norm(rest), model.forward_features(x))

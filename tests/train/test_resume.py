@@ -1,4 +1,9 @@
-"""A finetune killed with SIGKILL and re-run resumes from its checkpoint and ends bitwise identical."""
+"""A training run killed with SIGKILL mid-epoch and re-run resumes from its checkpoint and ends bitwise identical.
+
+The killed run is this file run as a script in its own process: its ``on_step``
+callback SIGKILLs the process after a given optimizer update, so nothing in
+the training code knows about the test.
+"""
 
 from __future__ import annotations
 
@@ -6,66 +11,71 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from medvit.cli import main
-from medvit.train.checkpoint import LAST
-from medvit.train.loop import STALL_ENV
+from medvit.config import FinetuneConfig
+from medvit.data.cache import read_stats
+from medvit.data.manifest import read_manifest
+from medvit.train.checkpoint import BEST, LAST
+from medvit.train.distributed import DistInfo
+from medvit.train.loop import FitResult, fit
+from medvit.train.setup import build_training
+
+IDENTITY = {"params_hash": "p1", "data_hash": "d1", "world_size": 1}
 
 
-def _cmd(cache: Path, out: Path, params: Path) -> list[str]:
-    return [sys.executable, "-m", "medvit.cli", "finetune", "--domain", "medical", "--cache", str(cache),
-            "--out", str(out), "--params", str(params)]
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "MEDVIT_TRACKING": "off", **extra}  # MLflow is covered by tests/stages
+def run_fit(cache: str | Path, cfg_json: str, ckpt_dir: str | Path, kill_at_step: int = 0) -> FitResult:
+    """Build the tiny training from ``cache`` and fit; with ``kill_at_step``, SIGKILL this process after that update."""
+    cfg = FinetuneConfig.model_validate_json(cfg_json)
+    info = DistInfo()
+    s = build_training(cfg, "medical", Path(cache), read_manifest(cache), read_stats(cache), info)
+    on_step: Callable[[int], None] | None = None
+    if kill_at_step:
+        def on_step(step: int) -> None:
+            if step == kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+    return fit(s.model, s.train, s.val, cfg, s.loss, info=info, ckpt_dir=ckpt_dir, identity=IDENTITY,
+               on_step=on_step)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_cache, tiny_params, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    cache, params = tiny_cache(), tiny_params(epochs=2)
-    # Uninterrupted reference (28 train images, batch 8: 4 optimizer steps per epoch).
-    monkeypatch.setenv("MEDVIT_TRACKING", "off")
-    assert main(["finetune", "--domain", "medical", "--cache", str(cache), "--out", str(tmp_path / "ref"),
-                 "--params", str(params)]) == 0
+def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
+    cache = tiny_cache()
+    # EMA on, so its state must survive the kill too; 28 train images, batch 8: 4 optimizer updates per epoch.
+    cfg_json = tiny_cfg(epochs=2, ema_decay=0.5).model_dump_json()
+    ref = run_fit(cache, cfg_json, tmp_path / "ref")
 
-    out = tmp_path / "killed"
-    # Stall mid-epoch 2 (after step 6; epoch 1's checkpoint is on disk), then kill -9.
-    proc = subprocess.Popen(_cmd(cache, out, params), env=_env(tmp_path, **{STALL_ENV: "6"}),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 180
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if "stalling" in line or time.monotonic() > deadline:
-                break
-        assert proc.poll() is None, "the run ended before it could be killed"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    ckpt = torch.load(out / "checkpoint" / LAST, weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["step"] == 4
-    assert not (out / "model.safetensors").exists()
+    ckpt = tmp_path / "killed"
+    # Killed mid-epoch 2, after update 6; epoch 1's checkpoint is on disk.
+    proc = subprocess.run([sys.executable, __file__, str(cache), cfg_json, str(ckpt), "6"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    killed = torch.load(ckpt / LAST, weights_only=True)
+    assert killed["epoch"] == 1 and killed["step"] == 4 and killed["ema"] is not None
 
-    rerun = subprocess.run(_cmd(cache, out, params), env=_env(tmp_path), capture_output=True, text=True,
-                           cwd=tmp_path, timeout=180)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming from" in rerun.stderr and "after epoch 1" in rerun.stderr
-
-    ref_last = torch.load(tmp_path / "ref" / "checkpoint" / LAST, weights_only=True)["model"]
-    res_last = torch.load(out / "checkpoint" / LAST, weights_only=True)["model"]
-    for k in ref_last:
-        assert torch.equal(ref_last[k], res_last[k]), k
-    ref_best, res_best = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert ref_best.keys() == res_best.keys()
+    resumed = run_fit(cache, cfg_json, ckpt)
+    assert resumed.resumed_from == 1 and any("resuming from" in n and "after epoch 1" in n for n in resumed.notes)
+    assert resumed.steps == ref.steps == 8
+    assert resumed.history == ref.history
+    ref_last = torch.load(tmp_path / "ref" / LAST, weights_only=True)
+    res_last = torch.load(ckpt / LAST, weights_only=True)
+    for part in ("model", "ema"):
+        assert ref_last[part].keys() == res_last[part].keys()
+        for k in ref_last[part]:
+            assert torch.equal(ref_last[part][k], res_last[part][k]), (part, k)
+    assert ref_last["scheduler"] == res_last["scheduler"]
+    ref_best, res_best = load_file(tmp_path / "ref" / BEST), load_file(ckpt / BEST)
+    assert ref_best.keys() == res_best.keys() == ref.best_state.keys()
     for k in ref_best:
         assert torch.equal(ref_best[k], res_best[k]), k
-    assert (out / "history.csv").read_text() == (tmp_path / "ref" / "history.csv").read_text()
+        assert torch.equal(ref.best_state[k], resumed.best_state[k]), k
+
+
+if __name__ == "__main__":  # the run the test kills, in its own process
+    run_fit(sys.argv[1], sys.argv[2], sys.argv[3], kill_at_step=int(sys.argv[4]))
