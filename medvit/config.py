@@ -3,29 +3,22 @@
 params.yaml is read once (``load_params``) and passed down as these objects.
 Unknown or misspelt keys and wrong types raise ``ConfigError`` naming the key
 and, where possible, the closest valid key.
-
-Attribute access on these objects is the one accessor every stage reads params
-through. With ``MEDVIT_RECORD_PARAMS=<file>`` set, ``record_reads`` makes it
-append one ``stage<TAB>domain<TAB>key`` line per distinct key read (a dump of a
-section counts as reading each of its leaves), so tests can check that a stage
-declares in dvc.yaml exactly the params its code reads.
+Every section is a ``medvit.section.Section``, whose attribute access records
+the keys a stage reads when ``MEDVIT_RECORD_PARAMS`` is set.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
-import os
-import typing
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-DOMAINS: tuple[str, ...] = ("medical", "satellite")
+from medvit.section import DOMAINS, RECORD_ENV, Section, record_reads, tag_paths, unrecorded  # noqa: F401 - re-exported
+
 Domain = Literal["medical", "satellite"]
 
 
@@ -33,119 +26,8 @@ class ConfigError(ValueError):
     """A user error in params.yaml (or a --params file)."""
 
 
-RECORD_ENV = "MEDVIT_RECORD_PARAMS"
-
-
-class ReadRecorder:
-    """Appends ``stage<TAB>domain<TAB>key`` to a file, once per distinct key."""
-
-    def __init__(self, path: str | Path, stage: str, domain: str) -> None:
-        self.path, self.stage, self.domain = Path(path), stage, domain
-        self._seen: set[str] = set()
-
-    def read(self, key: str) -> None:
-        if key not in self._seen:
-            self._seen.add(key)
-            # One short append per line: safe from several processes (forked ingest workers).
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(f"{self.stage}\t{self.domain}\t{key}\n")
-
-
-_recorder: ReadRecorder | None = None
-
-
-def record_reads(stage: str, domain: str) -> None:
-    """Record the params keys this process reads to ``$MEDVIT_RECORD_PARAMS`` (no-op when unset)."""
-    global _recorder
-    target = os.environ.get(RECORD_ENV)
-    _recorder = ReadRecorder(target, stage, domain) if target else None
-
-
-@contextmanager
-def unrecorded() -> Iterator[None]:
-    """Suspend recording: for lineage look-ups of other stages' params, which are provenance, not inputs."""
-    global _recorder
-    saved, _recorder = _recorder, None
-    try:
-        yield
-    finally:
-        _recorder = saved
-
-
-def _leaf_keys(value: Any, prefix: str) -> Iterator[str]:
-    """Dotted keys of the leaves of a dumped mapping (an empty mapping is a leaf)."""
-    if isinstance(value, Mapping) and value:
-        for k, v in value.items():
-            yield from _leaf_keys(v, f"{prefix}.{k}" if prefix else str(k))
-    else:
-        yield prefix
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-    _path: str = PrivateAttr("")  # dotted position in params.yaml, set by parse_params
-
-    def __getattribute__(self, name: str) -> Any:
-        value = super().__getattribute__(name)
-        if _recorder is not None and name in type(self).model_fields and name not in _section_maps(type(self)):
-            path = object.__getattribute__(self, "__pydantic_private__")["_path"]
-            if not isinstance(value, _Section):  # a sub-section records the reads of its own fields
-                _recorder.read(f"{path}.{name}" if path else name)
-        return value
-
-    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        out = super().model_dump(**kwargs)
-        if _recorder is not None:
-            for key in _leaf_keys(out, self._path):
-                _recorder.read(key)
-        return out
-
-    def dump_for(self, domain: str) -> dict[str, Any]:
-        """``model_dump(mode="json")`` without other domains' sub-sections: what a ``domain`` stage depends on."""
-        return self.model_dump(mode="json", exclude=_other_domains(self, domain))
-
-
-def _other_domains(section: BaseModel, domain: str) -> dict[str, Any]:
-    """A pydantic ``exclude`` spec of every field named after a domain other than ``domain``, at any depth."""
-    spec: dict[str, Any] = {}
-    for name in type(section).model_fields:
-        value = object.__getattribute__(section, name)
-        if name in DOMAINS and name != domain:
-            spec[name] = True
-        elif isinstance(value, BaseModel) and (sub := _other_domains(value, domain)):
-            spec[name] = sub
-        elif isinstance(value, dict) and any(k in DOMAINS and k != domain for k in value):
-            spec[name] = {k: True for k in value if k in DOMAINS and k != domain}
-    return spec
-
-
-@functools.cache
-def _section_maps(cls: type[BaseModel]) -> frozenset[str]:
-    """Fields of ``cls`` that map names to sections (``finetune.domains``): their values record their reads."""
-    names = []
-    for name, field in cls.model_fields.items():
-        args = typing.get_args(field.annotation)
-        if typing.get_origin(field.annotation) is dict and isinstance(args[1], type) and issubclass(args[1], _Section):
-            names.append(name)
-    return frozenset(names)
-
-
-def _tag(section: _Section, path: str) -> None:
-    """Set ``_path`` on ``section`` and every section below it."""
-    section._path = path
-    for name in type(section).model_fields:
-        value = object.__getattribute__(section, name)
-        key = f"{path}.{name}" if path else name
-        if isinstance(value, _Section):
-            _tag(value, key)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                if isinstance(v, _Section):
-                    _tag(v, f"{key}.{k}")
-
-
 # --------------------------------------------------------------------------- sample
-class SampleMedical(_Section):
+class SampleMedical(Section):
     n_patients: int = Field(72, ge=1)
     images_per_patient: int = Field(3, ge=1)
     image_size: int = Field(256, ge=32)
@@ -155,7 +37,7 @@ class SampleMedical(_Section):
     burned_in: int = Field(2, ge=0)               # images with BurnedInAnnotation YES (ingest rejects them)
 
 
-class SampleSatellite(_Section):
+class SampleSatellite(Section):
     n_scenes: int = Field(10, ge=1)
     scene_size: int = Field(512, ge=64)
     band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
@@ -166,14 +48,14 @@ class SampleSatellite(_Section):
     max_nodata_fraction: float = Field(0.5, ge=0, le=1)
 
 
-class SampleConfig(_Section):
+class SampleConfig(Section):
     seed: int = 0
     medical: SampleMedical = SampleMedical()
     satellite: SampleSatellite = SampleSatellite()
 
 
 # --------------------------------------------------------------------------- ingest
-class SplitFractions(_Section):
+class SplitFractions(Section):
     train: float = Field(0.6, gt=0)
     val: float = Field(0.2, ge=0)
     test: float = Field(0.2, gt=0)
@@ -186,7 +68,7 @@ class SplitFractions(_Section):
         return self
 
 
-class IngestMedical(_Section):
+class IngestMedical(Section):
     image_size: int = Field(224, ge=16)
     label_names: tuple[str, ...] = ()
     voi: Literal["header", "window", "percentile"] = "header"
@@ -202,7 +84,7 @@ class IngestMedical(_Section):
         return self
 
 
-class IngestSatellite(_Section):
+class IngestSatellite(Section):
     bands: tuple[int, ...] = (1, 2, 3, 4)
     band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
     label_source: Literal["raster", "csv"] = "raster"
@@ -222,7 +104,7 @@ class IngestSatellite(_Section):
         return self
 
 
-class IngestConfig(_Section):
+class IngestConfig(Section):
     seed: int = 0
     workers: int = Field(0, ge=0)
     shard_size: int = Field(256, ge=1)
@@ -233,19 +115,19 @@ class IngestConfig(_Section):
 
 
 # --------------------------------------------------------------------------- finetune
-class HeadConfig(_Section):
+class HeadConfig(Section):
     hidden_dim: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     kind: Literal["bce", "asymmetric"] = "bce"
     pos_weight: bool = True
     gamma_neg: float = 4.0
     gamma_pos: float = 0.0
 
 
-class AugmentMedical(_Section):
+class AugmentMedical(Section):
     affine_degrees: float = 5.0
     affine_scale: float = 0.05
     brightness: float = 0.1
@@ -253,18 +135,18 @@ class AugmentMedical(_Section):
     hflip: bool = False
 
 
-class AugmentSatellite(_Section):
+class AugmentSatellite(Section):
     flips: bool = True
     rot90: bool = True
     noise_std: float = 0.02
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     medical: AugmentMedical = AugmentMedical()
     satellite: AugmentSatellite = AugmentSatellite()
 
 
-class FinetuneDomain(_Section):
+class FinetuneDomain(Section):
     """Per-domain overrides of the training schedule (``finetune.domains.<domain>``); unset keys inherit."""
 
     epochs: int | None = Field(None, ge=1)
@@ -277,7 +159,7 @@ class FinetuneDomain(_Section):
     frozen_feature_views: int | None = Field(None, ge=0)
 
 
-class FinetuneConfig(_Section):
+class FinetuneConfig(Section):
     seed: int = 0
     model: str = "deit3_base_patch16_384"
     # Extra timm create_model kwargs (e.g. {depth: 2, embed_dim: 64, num_heads: 2} for tiny test models).
@@ -319,14 +201,14 @@ class FinetuneConfig(_Section):
 
 
 # --------------------------------------------------------------------------- zeroshot
-class LinearProbeConfig(_Section):
+class LinearProbeConfig(Section):
     enabled: bool = True
     k_shot: int | None = Field(None, ge=1)  # per label: k positives + k negatives from train
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(1000, ge=1)
 
 
-class ZeroshotDomain(_Section):
+class ZeroshotDomain(Section):
     """CLIP model and channel mapping of one domain.
 
     ``model``: transformers -> hub id or local dir (CLIPModel + CLIPProcessor files);
@@ -352,7 +234,7 @@ class ZeroshotDomain(_Section):
         return self
 
 
-class ZeroshotConfig(_Section):
+class ZeroshotConfig(Section):
     seed: int = 0
     batch_size: int = Field(32, ge=1)
     allow_random_init: bool = False
@@ -364,7 +246,7 @@ class ZeroshotConfig(_Section):
 
 
 # --------------------------------------------------------------------------- evaluate / register
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     seed: int = 0
     threshold_method: Literal["youden", "f1", "sensitivity"] = "youden"
     target_sensitivity: float = Field(0.9, gt=0, lt=1)
@@ -375,7 +257,7 @@ class EvaluateConfig(_Section):
     n_attention_maps: int = Field(4, ge=0)
 
 
-class RegisterConfig(_Section):
+class RegisterConfig(Section):
     min_auroc: float = Field(0.8, ge=0, le=1)
     min_margin: float = 0.0
     fail_on_gate: bool = False
@@ -387,7 +269,7 @@ class RegisterConfig(_Section):
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
-class Params(_Section):
+class Params(Section):
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
     finetune: FinetuneConfig = FinetuneConfig()
@@ -450,7 +332,7 @@ def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
         params = Params.model_validate(data or {})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    _tag(params, "")
+    tag_paths(params, "")
     return params
 
 

@@ -2,8 +2,9 @@
 
 One module-scoped run (sample -> ingest -> finetune -> zeroshot -> evaluate -> register, both
 domains, a tiny DeiT3 and tiny local CLIPs through the real loaders, the embedded SQLite MLflow
-store), then checks of what a user sees: outputs, a no-op second repro, targeted re-runs, a real
-`mlflow server` over the store, `dvc exp run -S`, a local DVC remote, and the notebooks.
+store), then checks of what a user sees: outputs, a no-op second repro, targeted re-runs without false
+"stale model" warnings, params declared exactly as the stages read them, a real `mlflow server` over
+the store, `dvc exp run -S`, a local DVC remote, and the notebooks.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def tiny_params(clip_hf: Path, clip_oc: Path) -> dict[str, Any]:
     p["ingest"]["satellite"].update(tile_size=32, stride=32, group_block=64)  # 3 scenes: split by spatial block
     p["finetune"].update(model="deit3_small_patch16_384", model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},
                          img_size=32, freeze_blocks=1, epochs=2, batch_size=8, early_stopping_patience=2,
-                         domains={})
+                         domains={"medical": {}, "satellite": {}})
     p["zeroshot"]["allow_random_init"] = False  # the tiny CLIPs load through the real local loaders
     p["zeroshot"]["medical"] = {"backend": "transformers", "model": str(clip_hf), "rgb": "replicate"}
     p["zeroshot"]["satellite"] = {"backend": "open_clip", "model": f"local-dir:{clip_oc}", "rgb": "bands",
@@ -104,7 +105,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     params = tiny_params(_tiny_clip_transformers(root / "clip-hf"), _tiny_clip_open_clip(root / "clip-oc"))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MEDVIT_"))}
+    # MEDVIT_RECORD_PARAMS: every stage appends the params keys its code reads (test_declared_params_...)
     env.update(HF_HUB_OFFLINE="1", MEDVIT_CACHE_DIR=str(root / "emb-cache"), GIT_AUTHOR_NAME="t",
+               MEDVIT_RECORD_PARAMS=str(root / "params-read.tsv"),
                GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
     run(["git", "init", "-q"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -151,6 +154,105 @@ def test_evaluate_param_change_reruns_only_evaluate_and_register(pipeline: tuple
         run(["dvc", "checkout", "-q"], repo, env)
 
 
+def _set(repo: Path, key: str, value: Any) -> None:
+    """Set dotted ``key`` in the repo's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *parents, leaf = key.split(".")
+    node = params
+    for k in parents:
+        node = node[k]
+    node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _restore(repo: Path, env: dict[str, str]) -> None:
+    run(["git", "checkout", "params.yaml", "dvc.lock"], repo, env)
+    run(["dvc", "checkout", "-q"], repo, env)
+
+
+def _stale(repo: Path, d: str) -> list[str]:
+    return [ln for ln in (repo / "reports" / d / "comparison.md").read_text().splitlines() if "WARNING" in ln]
+
+
+def test_zeroshot_only_param_reruns_zeroshot_without_stale_warning(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, env = pipeline
+    _set(repo, "zeroshot.batch_size", 7)
+    try:
+        out = run(["dvc", "repro"], repo, env).stdout
+        assert set(re.findall(r"Running stage '(\w+)@", out)) == {"zeroshot", "evaluate", "register"}, out
+        for d in DOMAINS:
+            assert _stale(repo, d) == []
+        assert "Running stage" not in run(["dvc", "repro"], repo, env).stdout
+    finally:
+        _restore(repo, env)
+
+
+def test_finetune_param_warns_until_finetune_reruns(pipeline: tuple[Path, dict[str, str]]) -> None:
+    repo, env = pipeline
+    _set(repo, "finetune.augment.medical.brightness", 0.2)
+    try:
+        run(["dvc", "repro", "--single-item", "evaluate@medical"], repo, env)
+        assert any("may be stale" in w and "models/meta.json" in w for w in _stale(repo, "medical"))
+        out = run(["dvc", "repro"], repo, env).stdout  # one domain's key re-runs only that domain's stages
+        assert set(re.findall(r"Running stage '(\w+@\w+)'", out)) == \
+            {"finetune@medical", "evaluate@medical", "register@medical"}, out
+        assert _stale(repo, "medical") == []
+    finally:
+        _restore(repo, env)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _covers(parent: str, key: str) -> bool:
+    return key == parent or key.startswith(parent + ".")
+
+
+# DVC cannot declare a param for one matrix item only: evaluate@satellite declares the medical key too.
+OVER_DECLARED = {("evaluate@satellite", "ingest.medical.allow_burned_in")}
+
+
+def test_declared_params_are_exactly_the_keys_each_stage_reads(pipeline: tuple[Path, dict[str, str]],
+                                                               tmp_path: Path) -> None:
+    """For every leaf key of params.yaml, `dvc status` after changing it lists exactly the stages that read it."""
+    from dvc.repo import Repo
+
+    repo, env = pipeline
+    reads: dict[str, set[str]] = {}
+    for line in (repo.parent / "params-read.tsv").read_text().splitlines():
+        stage, domain, key = line.split("\t")
+        reads.setdefault(f"{stage}@{domain}", set()).add(key)
+    assert {s.split("@")[0] for s in reads} == {"sample", "ingest", "finetune", "zeroshot", "evaluate", "register"}
+    original = (repo / "params.yaml").read_text()
+    leaves = _leaves(yaml.safe_load(original))
+    dvc = Repo(str(repo))
+    mismatches = []
+    try:
+        assert dvc.status() == {}
+        for key in leaves:
+            _set(repo, key, "__changed__")
+            listed = {s for s, changes in dvc.status().items() if "params.yaml" in json.dumps(changes)}
+            readers = {s for s, keys in reads.items()
+                       if any(_covers(r, key) or _covers(key, r) for r in keys)}
+            if listed != readers and listed - readers != {s for s, k in OVER_DECLARED if k == key}:
+                mismatches.append(f"{key}: dvc status lists {sorted(listed)}, read by {sorted(readers)}")
+            (repo / "params.yaml").write_text(original)
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc.close()
+    # A read of a key params.yaml leaves out (its default) must still fall under a declared param.
+    declared = {s.addressing: set(d.params) for s in Repo(str(repo)).index.stages for d in s.deps
+                if hasattr(d, "params")}
+    for stage, keys in reads.items():
+        for r in keys:
+            if not any(_covers(p, r) for p in declared[stage]) and not any(_covers(r, k) for k in leaves):
+                mismatches.append(f"{stage} reads {r}, which dvc.yaml does not declare")
+    assert not mismatches, "\n".join(mismatches)
+
+
 def test_mlflow_server_shows_linked_runs_figures_and_registry(pipeline: tuple[Path, dict[str, str]],
                                                               tmp_path: Path) -> None:
     repo, _ = pipeline
@@ -173,8 +275,12 @@ def test_mlflow_server_shows_linked_runs_figures_and_registry(pipeline: tuple[Pa
                 tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
                 by_stage.setdefault(tags["stage"], {**r, "tags": tags})
             assert {"finetune", "zeroshot", "evaluate", "register"} <= set(by_stage)
-            pids = {by_stage[s]["tags"]["pipeline_id"] for s in ("finetune", "zeroshot", "evaluate")}
-            assert len(pids) == 1, pids
+            ev_tags = by_stage["evaluate"]["tags"]
+            by_id = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
+            for s in ("finetune", "zeroshot"):  # evaluate links the runs it compared, by run and pipeline id
+                linked = by_id[ev_tags[f"{s}_run_id"]]
+                assert linked["stage"] == s and linked["pipeline_id"] == ev_tags[f"{s}_pipeline_id"]
+            assert ev_tags["lineage_warnings"] == "0"
             for s in ("finetune", "zeroshot", "evaluate"):
                 assert by_stage[s]["data"].get("metrics"), f"{s} run has no metrics"
                 assert by_stage[s]["tags"]["mlflow.runName"].startswith(f"{s}-{d}-")
