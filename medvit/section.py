@@ -97,8 +97,8 @@ def _other_domains(section: BaseModel, domain: str) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for name in type(section).model_fields:
         value = object.__getattribute__(section, name)
-        if name in DOMAINS and name != domain:
-            spec[name] = True
+        if name in DOMAINS and name != domain or (name in _section_maps(type(section)) and not value):
+            spec[name] = True  # other domains' sub-sections; an empty per-domain map holds no params
         elif isinstance(value, BaseModel) and (sub := _other_domains(value, domain)):
             spec[name] = sub
         elif isinstance(value, dict) and any(k in DOMAINS and k != domain for k in value):

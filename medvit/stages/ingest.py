@@ -39,8 +39,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.data.ingest import ingest
 
     raw = Path(args.raw) if args.raw else default_path("raw", args.domain)
-    labels = Path(args.labels) if args.labels else default_labels(
-        args.domain, params.ingest.satellite.label_source, raw)
+    # Only satellite has a label source: medical ingest must not read (and so depend on) satellite params.
+    source = params.ingest.satellite.label_source if args.domain == "satellite" else "raster"
+    labels = Path(args.labels) if args.labels else default_labels(args.domain, source, raw)
     out = Path(args.out) if args.out else default_path("cache", args.domain)
     report = ingest(args.domain, raw, labels, out, params.ingest)
     print(f"ingest {args.domain}: {report['n_input']} file(s): {report['n_ingested']} ingested "
