@@ -14,9 +14,7 @@ an unrelated change.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +24,7 @@ from typing import Any, Iterable
 import yaml
 
 from medvit.config import ConfigError, Params
+from medvit.hashing import sha256_json
 
 DVC_FILE = "dvc.yaml"
 _ITEM = re.compile(r"\$\{\s*item\.(\w+)\s*\}")
@@ -155,4 +154,4 @@ def pipeline_id(params: Params, stage: str, domain: str, data_hash: str) -> str:
 
 
 def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+    return sha256_json(obj, 12)
