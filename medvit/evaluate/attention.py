@@ -6,20 +6,23 @@ path (0.5 A + 0.5 I, rows renormalised), multiply the blocks' matrices, and read
 the class token's row over the patch tokens. Models without a class token
 (global average pooling) use the mean row of the patch tokens.
 
-timm computes attention with fused ``scaled_dot_product_attention``, which never
-materialises the matrix, so ``attention_rollout`` switches each block to the
-explicit path (``fused_attn = False``) and hooks ``attn_drop`` (identity in eval
-mode, its input is the softmaxed attention), restoring both afterwards.
+The attention matrices come from ``timm.utils.AttentionExtract`` (an FX graph of
+the model returning every ``attn.softmax`` node). timm's fused
+``scaled_dot_product_attention`` never materialises the matrix, so a model meant
+for rollout is built with ``set_fused_attn(False)``
+(``medvit.models.backbone.explicit_attention``, ``load_classifier(..., fused_attn=False)``).
 
 Inputs are prepared exactly as for scoring, by ``medvit.data.transforms.eval_transform``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from timm.utils import AttentionExtract
 from torch import nn
 
 
@@ -35,38 +38,47 @@ def find_vit(module: nn.Module) -> nn.Module:
     raise ValueError(f"{type(module).__name__} has no timm ViT backbone (blocks + patch_embed)")
 
 
+@contextlib.contextmanager
+def _unfused(vit: nn.Module) -> Iterator[None]:
+    # A model built with fused attention: its blocks copied the global flag at build time, so only
+    # their own flag can switch them to the explicit path; restored afterwards.
+    saved = [b.attn for b in vit.blocks if getattr(getattr(b, "attn", None), "fused_attn", False)]
+    for attn in saved:
+        attn.fused_attn = False
+    try:
+        yield
+    finally:
+        for attn in saved:
+            attn.fused_attn = True
+
+
 @torch.no_grad()
 def attention_rollout(vit: nn.Module, images: torch.Tensor, residual: float = 0.5) -> torch.Tensor:
     """(B, gh, gw) rollout maps in [0, 1] for normalised (B, C, H, W) inputs.
 
     Args:
-        vit: a timm VisionTransformer (see ``find_vit``).
+        vit: a timm VisionTransformer (see ``find_vit``), ideally built with explicit attention;
+            a model with fused attention is switched to the explicit path for the call.
         images: input batch as the model expects it (normalised, model size).
         residual: weight of the identity added for the skip connection.
+
+    Raises:
+        ValueError: the model has no explicit attention softmax to extract.
     """
-    captured: list[torch.Tensor] = []
-    hooks, saved = [], []
     was_training = vit.training
-    vit.eval()
     try:
-        for block in vit.blocks:
-            attn = block.attn
-            saved.append((attn, getattr(attn, "fused_attn", False)))
-            attn.fused_attn = False
-            hooks.append(attn.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out)))
-        vit.forward_features(images)
+        with _unfused(vit):
+            try:
+                extract = AttentionExtract(vit, method="fx")  # traces with the flags as set now; sets eval mode
+            except RuntimeError as err:
+                raise ValueError(f"no attention to extract from {type(vit).__name__}: {err}") from None
+        captured = list(extract(images).values())  # (B, heads, T, T) per block, first block first
     finally:
-        for h in hooks:
-            h.remove()
-        for attn, fused in saved:
-            attn.fused_attn = fused
         vit.train(was_training)
-    if not captured:
-        raise ValueError("no attention captured: the blocks do not use timm's Attention module")
     tokens = captured[0].shape[-1]
     eye = torch.eye(tokens, dtype=captured[0].dtype)
     rollout = eye.expand(images.shape[0], tokens, tokens)
-    for a in captured:  # (B, heads, T, T), first block first
+    for a in captured:
         a = (1 - residual) * a.mean(dim=1) + residual * eye
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a @ rollout

@@ -101,7 +101,7 @@ def write_attention_maps(
         return []
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(candidates, size=min(n_maps, len(candidates)), replace=False))
-    model, meta = load_classifier(model_dir)
+    model, meta = load_classifier(model_dir, fused_attn=False)  # explicit attention for the rollout
     vit = find_vit(model)
     transform = eval_transform(int(meta["img_size"]), meta["mean"], meta["std"])
     data = CacheDataset(cache_dir, "test", manifest=manifest)

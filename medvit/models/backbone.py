@@ -16,14 +16,16 @@ to 3/in_chans) and drops the ImageNet classifier.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import timm
 import torch
+from timm.layers import set_fused_attn, use_fused_attn
 from torch import nn
 
 from medvit.errors import UserError
@@ -78,6 +80,18 @@ def _missing_message(ref: str, name: str, err: BaseException) -> str:
                "(HF_HUB_CACHE) here, or set finetune.weights to a local file")
     return (f"finetune.weights: {where} for model '{name}'. Fix: {fix}; or, for a demo only, set "
             "finetune.allow_random_init: true to train from random weights (recorded as 'random-init').")
+
+
+@contextlib.contextmanager
+def explicit_attention() -> Iterator[None]:
+    """timm models built inside compute attention explicitly (``set_fused_attn(False)``), so the
+    matrix can be read (attention rollout); timm reads the flag when a block is built."""
+    experimental, fused = use_fused_attn(experimental=True), use_fused_attn()
+    set_fused_attn(False)
+    try:
+        yield
+    finally:
+        set_fused_attn(fused or experimental, experimental=experimental)
 
 
 def create_backbone(

@@ -14,6 +14,7 @@ and returns (B, L) logits; scores are their sigmoid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medvit.io.atomic import atomic_open, atomic_path
-from medvit.models.backbone import STEM_PARAM_PATTERN, freeze, prefix_modules, run_prefix
+from medvit.models.backbone import STEM_PARAM_PATTERN, explicit_attention, freeze, prefix_modules, run_prefix
 from medvit.models.head import MultiLabelHead
 
 WEIGHTS_FILE = "model.safetensors"
@@ -97,17 +98,19 @@ class Classifier(nn.Module):
         return self.forward_tokens(x if x.ndim == 3 else self.forward_prefix(x))
 
 
-def build_classifier(meta: Mapping[str, Any]) -> Classifier:
+def build_classifier(meta: Mapping[str, Any], fused_attn: bool = True) -> Classifier:
     """Build the classifier described by ``meta`` (no weights loaded).
 
     Args:
         meta: the meta.json mapping (model, img_size, in_chans, label_names, head, freeze_blocks, ...).
+        fused_attn: False builds the blocks with explicit attention (for attention rollout).
     """
     kwargs: dict[str, Any] = dict(meta.get("model_kwargs") or {})
-    backbone = timm.create_model(
-        meta["model"], pretrained=False, num_classes=0, in_chans=int(meta["in_chans"]),
-        img_size=int(meta["img_size"]), **kwargs,
-    )
+    with contextlib.nullcontext() if fused_attn else explicit_attention():
+        backbone = timm.create_model(
+            meta["model"], pretrained=False, num_classes=0, in_chans=int(meta["in_chans"]),
+            img_size=int(meta["img_size"]), **kwargs,
+        )
     head_cfg = meta.get("head") or {}
     head = MultiLabelHead(
         backbone.num_features, len(meta["label_names"]),
@@ -128,8 +131,11 @@ def save_classifier(model: nn.Module, meta: Mapping[str, Any], model_dir: str | 
         f.write("\n")
 
 
-def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu",
+                    fused_attn: bool = True) -> tuple[Classifier, dict[str, Any]]:
     """Load ``meta.json`` + ``model.safetensors`` from ``model_dir``; the model is returned in eval mode.
+
+    ``fused_attn=False`` builds explicit attention blocks (attention rollout reads their matrices).
 
     Raises:
         FileNotFoundError: naming the missing file and the stage that writes it.
@@ -139,6 +145,6 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir / name}: missing; run the finetune stage (`dvc repro finetune`)")
     meta = json.loads((model_dir / META_FILE).read_text())
-    model = build_classifier(meta)
+    model = build_classifier(meta, fused_attn)
     model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)), strict=True)
     return model.to(device).eval(), meta

@@ -6,8 +6,15 @@ import numpy as np
 import timm
 import torch
 
+from timm.layers import use_fused_attn
+
 from medvit.evaluate.attention import attention_rollout, display_image, find_vit
-from medvit.models.classifier import build_classifier
+from medvit.models.backbone import explicit_attention
+from medvit.models.classifier import build_classifier, load_classifier, save_classifier
+
+META = {"model": "deit3_small_patch16_384", "img_size": 64, "in_chans": 1, "label_names": ["a", "b"],
+        "head": {"hidden_dim": 8, "dropout": 0.0}, "freeze_blocks": 1,
+        "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}}
 
 
 def _tiny_vit() -> torch.nn.Module:
@@ -51,14 +58,44 @@ def test_rollout_matches_a_hand_computed_rollout_and_restores_fused_attention() 
     assert not torch.allclose(maps[0], maps[1])  # depends on the image
 
 
+def test_explicit_attention_build_gives_the_same_maps_and_restores_the_global_flag(tmp_path) -> None:  # noqa: ANN001
+    fused = _tiny_vit().eval()
+    with explicit_attention():
+        assert not use_fused_attn()
+        explicit = _tiny_vit().eval()  # same seed, same weights
+    assert use_fused_attn()  # timm's global flag is back
+    assert not any(b.attn.fused_attn for b in explicit.blocks)
+    x = torch.randn(2, 1, 64, 64)
+    torch.testing.assert_close(attention_rollout(explicit, x), attention_rollout(fused, x))
+    assert not any(b.attn.fused_attn for b in explicit.blocks)
+    save_classifier(build_classifier(META), META, tmp_path)
+    clf, _ = load_classifier(tmp_path, fused_attn=False)
+    assert not any(b.attn.fused_attn for b in clf.backbone.blocks)
+    assert all(b.attn.fused_attn for b in load_classifier(tmp_path)[0].backbone.blocks)
+
+
 def test_find_vit_inside_the_classifier() -> None:
-    meta = {"model": "deit3_small_patch16_384", "img_size": 64, "in_chans": 1, "label_names": ["a", "b"],
-            "head": {"hidden_dim": 8, "dropout": 0.0}, "freeze_blocks": 1,
-            "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}}
-    clf = build_classifier(meta).eval()
+    clf = build_classifier(META).train()
     vit = find_vit(clf)
     assert vit is clf.backbone
     assert attention_rollout(vit, torch.randn(1, 1, 64, 64)).shape == (1, 4, 4)
+    assert clf.head.training and vit.training  # the mode is restored after the extraction
+
+
+def test_rollout_of_a_model_without_attention_is_a_clear_error() -> None:
+    import pytest
+
+    class NotAViT(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Identity()])
+            self.patch_embed = torch.nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(ValueError, match="no attention to extract"):
+        attention_rollout(NotAViT(), torch.randn(1, 1, 4, 4))
 
 
 def test_display_image_true_colour_from_band_names() -> None:
