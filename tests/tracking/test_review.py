@@ -135,3 +135,15 @@ def test_review_against_a_remote_tracking_server(
     assert str(v.version) == "1" and v.tags["review_status"] == "approved"
     assert audit_trail(v)[0]["note"] == "remote ok"
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to an embedded store
+
+
+def test_registry_errors_become_user_errors_naming_the_store(tracking: str) -> None:
+    from medvit.errors import UserError
+    from medvit.tracking.review import registry_errors
+
+    with pytest.raises(UserError, match=r"the MLflow registry at sqlite:///.*mlflow\.db failed: .*no-such-model"):
+        with registry_errors():
+            MlflowClient().get_model_version("no-such-model", "1")
+    with pytest.raises(KeyError):  # anything else is not disguised as a registry failure
+        with registry_errors():
+            raise KeyError("x")
