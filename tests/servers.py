@@ -1,11 +1,14 @@
-"""Start and stop real local servers (``mlflow server``, ``mlflow models serve``) in tests.
+"""Start and stop real local servers (``mlflow server``, ``mlflow models serve``, Orthanc) in tests.
 
 Imported by conftest files (tests/ is on sys.path through tests/conftest.py).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,14 +25,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail with the server log if it dies or ``timeout`` passes."""
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path,
+              headers: dict[str, str] | None = None) -> None:
+    """Poll ``url`` (with ``headers``) until it answers 200; fail with the server log if it dies or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -65,6 +69,47 @@ def start_mlflow_server(db: Path, artifacts: Path, log: Path, timeout: float = 1
         log, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job runner: faster start
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc, timeout, log)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return f"http://127.0.0.1:{port}", proc
+
+
+def orthanc_dicomweb_plugin() -> str:
+    """Path of the DICOMweb plugin of the Debian package ``orthanc-dicomweb`` (fails the test if missing)."""
+    try:
+        files = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+    plugins = [f for f in files if Path(f).name.startswith("libOrthancDicomWeb.so") and Path(f).is_file()]
+    if shutil.which("Orthanc") is None or not plugins:
+        pytest.fail("Orthanc with its DICOMweb plugin is needed: apt-get install -y orthanc orthanc-dicomweb "
+                    "(.ci/run installs them)")
+    return plugins[0]
+
+
+def start_orthanc(workdir: Path, users: dict[str, str], timeout: float = 60) -> tuple[str, subprocess.Popen]:
+    """A real Orthanc with the DICOMweb plugin on a free loopback port, storage in ``workdir``; returns (url, process).
+
+    HTTP Basic authentication is on for ``users``; the DICOM port, the Orthanc Explorer and WebDAV
+    are off, and remote access is refused (Orthanc 1.10 has no bind address: it answers loopback only).
+    """
+    port = free_port()
+    config = {
+        "Name": "medvit-test", "StorageDirectory": str(workdir / "storage"), "IndexDirectory": str(workdir / "storage"),
+        "HttpPort": port, "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": users,
+        "DicomServerEnabled": False, "OrthancExplorerEnabled": False, "WebDavEnabled": False,
+        "HttpCompressionEnabled": False, "Plugins": [orthanc_dicomweb_plugin()],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+    }
+    (workdir / "orthanc.json").write_text(json.dumps(config))
+    log = workdir / "orthanc.log"
+    proc = start_server(["Orthanc", str(workdir / "orthanc.json")], log)
+    user, password = next(iter(users.items()))
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/system", proc, timeout, log, headers={"Authorization": f"Basic {auth}"})
     except BaseException:
         stop_server(proc)
         raise
