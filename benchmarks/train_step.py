@@ -9,8 +9,15 @@ All numbers come from one run on one machine. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on a real step, so the frozen
 prefix contributes its forward only (it runs under no_grad) and the backward of
 the trained blocks is counted once. MFU = counted FLOPs / step time / fp32 GEMM peak.
-Targets (issue #4, 2-core CPU): half-frozen step <= 0.55x full step; MFU >= 0.65;
-data loader >= 5x train img/s; frozen-feature cache >= 1.8x faster epochs at 3/4 frozen.
+The frozen prefix is ``medvit.models.backbone``'s (stem + first K blocks); its forward
+FLOPs are counted on their own too, through ``run_prefix``.
+
+Targets (2-core CPU): half-frozen step time / full step time, divided by the counted
+FLOP ratio of the two steps, <= 1.10 (issue #11: a 6/12-frozen step still runs the
+prefix's forward, so its FLOP ratio is ~0.67, and the old target of <= 0.55x was below
+that floor; this measures how close the step time gets to the FLOPs it saves);
+MFU >= 0.65 (issue #4); data loader >= 5x train img/s; frozen-feature cache >= 1.8x
+faster epochs at 3/4 frozen.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from medvit.config import AugmentConfig
+from medvit.config import AugmentConfig, FinetuneConfig
 from medvit.data.cache import ShardWriter
 from medvit.io.atomic import write_json_atomic
 from medvit.data.dataset import CacheDataset
 from medvit.data.transforms import train_transform
+from medvit.models.backbone import run_prefix
 from medvit.models.classifier import Classifier
 from medvit.models.head import MultiLabelHead
 from medvit.train.data import EpochDataset, train_loader
@@ -63,7 +71,7 @@ def make_model(name: str, img_size: int, freeze_blocks: int) -> Classifier:
 
 def step_fn(model: Classifier):  # noqa: ANN201 - returns a closure
     """One real training step (forward, BCE, backward, clip, AdamW) as in medvit.train.loop."""
-    opt = build_optimizer(model, 1e-4, 0.05, 0.75)
+    opt = build_optimizer(model, FinetuneConfig(lr=1e-4, weight_decay=0.05, layer_decay=0.75))
     loss_fn = build_loss("bce", None)
     params = [p for g in opt.param_groups for p in g["params"]]
 
@@ -103,6 +111,13 @@ def count_flops(step, x: torch.Tensor, y: torch.Tensor) -> float:  # noqa: ANN00
     return float(fc.get_total_flops())
 
 
+def prefix_flops(model: Classifier, x: torch.Tensor) -> float:
+    """Forward FLOPs of the frozen prefix alone (what a frozen step still pays for it)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        run_prefix(model.backbone, x, model.freeze_blocks)
+    return float(fc.get_total_flops())
+
+
 def bench_model(name: str, img_size: int, batch: int, steps: int) -> dict[str, float]:
     depth = len(timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size).blocks)
     x, y = torch.randn(batch, 3, img_size, img_size), (torch.rand(batch, NUM_LABELS) > 0.5).float()
@@ -117,9 +132,12 @@ def bench_model(name: str, img_size: int, batch: int, steps: int) -> dict[str, f
         out[f"{label}_img_s"] = batch / sec
         out[f"{label}_gflop"] = flops / 1e9
         out[f"{label}_gflops"] = flops / sec / 1e9
+        out[f"{label}_prefix_gflop"] = prefix_flops(model, x) / 1e9
         print(f"  {name} {label:>4} (freeze {k:2d}/{depth}): {sec:7.3f} s/step  {batch / sec:6.2f} img/s  "
               f"{flops / 1e9 / batch:7.1f} GFLOP/img  {flops / sec / 1e9:6.1f} GFLOP/s", flush=True)
     out["half_over_full"] = out["half_s"] / out["full_s"]
+    out["flop_ratio"] = out["half_gflop"] / out["full_gflop"]
+    out["time_over_flop_ratio"] = out["half_over_full"] / out["flop_ratio"]
     return out
 
 
@@ -189,8 +207,9 @@ def main() -> None:
     print(f"\nsummary (target in brackets); fp32 GEMM peak used for MFU: {peak:.1f} GFLOP/s "
           f"(max of {len(PEAKS) + 1} measurements)")
     for n, r in results.items():
-        print(f"  {n}: half-frozen/full step = {r['half_over_full']:.2f} [<= 0.55] "
-              f"(FLOP ratio {r['half_gflop'] / r['full_gflop']:.2f}); "
+        print(f"  {n}: half-frozen/full step time {r['half_over_full']:.2f} / counted FLOP ratio "
+              f"{r['flop_ratio']:.2f} = {r['time_over_flop_ratio']:.2f} [<= 1.10] (frozen prefix forward "
+              f"{r['half_prefix_gflop']:.1f} of {r['half_gflop']:.1f} GFLOP per step); "
               f"MFU full {r['full_mfu']:.2f}, half {r['half_mfu']:.2f} [>= 0.65]")
     print(f"  data loader: {loader:.0f} img/s = {loader / fastest:.1f}x the fastest train step "
           f"({fastest:.2f} img/s) [>= 5x]")
@@ -204,7 +223,10 @@ def main() -> None:
         half = f"{r['depth'] // 2:.0f}/{r['depth']:.0f}"
         _figures.emit("train_step", f"train img/s full, {tag}", r["full_img_s"], "img/s")
         _figures.emit("train_step", f"train img/s {half} frozen, {tag}", r["half_img_s"], "img/s")
-        _figures.emit("train_step", f"half-frozen / full step time, {tag}", r["half_over_full"], "x", "<= 0.55")
+        _figures.emit("train_step", f"half-frozen / full step time, {tag}", r["half_over_full"], "x")
+        _figures.emit("train_step", f"half-frozen / full counted FLOPs, {tag}", r["flop_ratio"], "x")
+        _figures.emit("train_step", f"step-time ratio / FLOP ratio, {half} frozen, {tag}", r["time_over_flop_ratio"],
+                      "x", "<= 1.10")
         _figures.emit("train_step", f"MFU full, {tag}", r["full_mfu"], "", ">= 0.65")
         _figures.emit("train_step", f"MFU {half} frozen, {tag}", r["half_mfu"], "", ">= 0.65")
     _figures.emit("train_step", f"data loader img/s ({args.img_size}px, medical augmentation)", loader, "img/s")
