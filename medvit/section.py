@@ -69,6 +69,8 @@ def _leaf_keys(value: Any, prefix: str) -> Iterator[str]:
 
 
 class Section(BaseModel):
+    """A frozen params section (unknown keys are an error) whose field reads are recorded when enabled."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
     _path: str = PrivateAttr("")  # dotted position in params.yaml, set by parse_params
 
@@ -97,7 +99,7 @@ def _other_domains(section: BaseModel, domain: str) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for name in type(section).model_fields:
         value = object.__getattribute__(section, name)
-        if name in DOMAINS and name != domain or (name in _section_maps(type(section)) and not value):
+        if (name in DOMAINS and name != domain) or (name in _section_maps(type(section)) and not value):
             spec[name] = True  # other domains' sub-sections; an empty per-domain map holds no params
         elif isinstance(value, BaseModel) and (sub := _other_domains(value, domain)):
             spec[name] = sub

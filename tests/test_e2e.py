@@ -179,7 +179,9 @@ def test_zeroshot_only_param_reruns_zeroshot_without_stale_warning(pipeline: tup
     _set(repo, "zeroshot.batch_size", 7)
     try:
         out = run(["dvc", "repro"], repo, env).stdout
-        assert set(re.findall(r"Running stage '(\w+)@", out)) == {"zeroshot", "evaluate", "register"}, out
+        # register re-runs only if evaluate's outputs changed (batch size leaves the scores as they were)
+        assert {"zeroshot", "evaluate"} <= set(re.findall(r"Running stage '(\w+)@", out)) <= \
+            {"zeroshot", "evaluate", "register"}, out
         for d in DOMAINS:
             assert _stale(repo, d) == []
         assert "Running stage" not in run(["dvc", "repro"], repo, env).stdout
@@ -194,7 +196,7 @@ def test_finetune_param_warns_until_finetune_reruns(pipeline: tuple[Path, dict[s
         run(["dvc", "repro", "--single-item", "evaluate@medical"], repo, env)
         assert any("may be stale" in w and "models/meta.json" in w for w in _stale(repo, "medical"))
         out = run(["dvc", "repro"], repo, env).stdout  # one domain's key re-runs only that domain's stages
-        assert set(re.findall(r"Running stage '(\w+@\w+)'", out)) == \
+        assert {"finetune@medical", "evaluate@medical"} <= set(re.findall(r"Running stage '(\w+@\w+)'", out)) <= \
             {"finetune@medical", "evaluate@medical", "register@medical"}, out
         assert _stale(repo, "medical") == []
     finally:
