@@ -139,7 +139,7 @@ def _session(env: Mapping[str, str], shown_url: str) -> requests.Session:
     return session
 
 
-def _positive_env(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive_env(env: Mapping[str, str], name: str, default: float, integer: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -147,8 +147,8 @@ def _positive_env(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if value <= 0:
-        raise UserError(f"{name}={raw!r} must be a positive number")
+    if value <= 0 or (integer and not value.is_integer()):
+        raise UserError(f"{name}={raw!r} must be a positive {'whole ' if integer else ''}number")
     return value
 
 
@@ -281,7 +281,7 @@ def pull_dicomweb(url: str, filters: Mapping[str, str], out: str | Path,
         raise UserError(f"--url must not carry credentials: use {shown_url} and set {USER_ENV} and "
                         f"{PASSWORD_ENV} (or {TOKEN_ENV}) in the environment")
     timeout = _positive_env(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
-    connections = int(_positive_env(env, CONNECTIONS_ENV, DEFAULT_CONNECTIONS))
+    connections = int(_positive_env(env, CONNECTIONS_ENV, DEFAULT_CONNECTIONS, integer=True))
     out = Path(out)
     puller = _Puller(url, env, timeout)
     with _quiet_loggers():

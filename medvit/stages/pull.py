@@ -4,7 +4,7 @@ Examples::
 
     export MEDVIT_DICOMWEB_USER=svc-medvit MEDVIT_DICOMWEB_PASSWORD=...   # or MEDVIT_DICOMWEB_TOKEN=...
     medvit pull dicomweb --url https://pacs.example.org/dicom-web \\
-        --query Modality=CR --query StudyDate=20240101-20241231 --out data/raw/pacs
+        --query Modality=CR --query StudyDate=20240101-20241231 --out data/raw/pacs/images
 
 Searches with QIDO-RS and retrieves with WADO-RS; each instance becomes a Part 10 file named by a
 hash of its SOP Instance UID. Instances already in --out are skipped, so a re-run resumes an

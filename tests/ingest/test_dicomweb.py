@@ -90,7 +90,8 @@ def test_round_trip_is_byte_identical_and_a_second_pull_downloads_nothing(
     assert "6 instance(s) match" in capsys.readouterr().out
     assert _files(out) == sorted(instance_file_name(uid) for uid in pacs.originals)
     for uid, orig in pacs.originals.items():
-        ds = pydicom.dcmread(out / instance_file_name(uid))  # Part 10: preamble + DICM + file meta
+        assert (out / instance_file_name(uid)).read_bytes()[128:132] == b"DICM"  # Part 10 (PS3.10 7.1)
+        ds = pydicom.dcmread(out / instance_file_name(uid))
         assert ds.SOPInstanceUID == uid
         assert ds.file_meta.TransferSyntaxUID == orig.transfer_syntax
         assert ds.PixelData == orig.pixel_data
@@ -253,3 +254,15 @@ def test_parse_query_rejects_bad_items_without_echoing_values() -> None:
     with pytest.raises(UserError, match="PatientID is given twice") as twice:
         parse_query(["PatientID=PHIPID1", "PatientID=PHIPID2"])
     assert "PHIPID" not in str(twice.value)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MEDVIT_DICOMWEB_CONNECTIONS": "2.5"}, "MEDVIT_DICOMWEB_CONNECTIONS='2.5' must be a positive whole number"),
+    ({TIMEOUT_ENV: "0"}, f"{TIMEOUT_ENV}='0' must be a positive number"),
+    ({TOKEN_ENV: "t", USER_ENV: "u", PASSWORD_ENV: "p"}, f"set either {TOKEN_ENV} or"),
+    ({USER_ENV: "u"}, f"set both {USER_ENV} and {PASSWORD_ENV}"),
+])
+def test_bad_environment_is_refused_before_any_request(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        pull_dicomweb(f"http://127.0.0.1:{free_port()}/dicom-web", {}, tmp_path / "raw", env=env)
+    assert _files(tmp_path / "raw") == []
