@@ -23,6 +23,8 @@ TINY = {
     "model": "deit3_small_patch16_384", "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
     "weights": "none", "allow_random_init": True, "img_size": 32, "freeze_blocks": 1,
     "head": {"hidden_dim": 32, "dropout": 0.1}, "epochs": 2, "batch_size": 8, "lr": 0.003, "warmup_epochs": 0.5,
+    # dvc.yaml declares finetune.domains.<domain>, so (as for `dvc repro`) params.yaml must hold the key.
+    "domains": {"medical": {}, "satellite": {}},
 }
 META_KEYS = {"model", "img_size", "in_chans", "label_names", "head", "mean", "std", "weights", "pipeline_id",
              "run_id", "data_hash", "params_hash", "freeze_blocks"}
