@@ -102,7 +102,11 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: show none rather than fail while reporting
+        port = None
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -275,6 +279,10 @@ def pull_dicomweb(url: str, filters: Mapping[str, str], out: str | Path,
     env = os.environ if env is None else env
     shown_url = redact_url(url)
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise UserError(f"--url {shown_url!r} has a malformed port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"--url {shown_url!r} is not an http(s) URL such as https://pacs.example.org/dicom-web")
     if parts.username or parts.password:

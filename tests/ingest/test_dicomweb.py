@@ -243,6 +243,7 @@ def test_redact_url_drops_credentials_query_and_fragment() -> None:
     assert redact_url("https://user:pw@pacs.example.org:8443/dicom-web?token=x#f") == "https://pacs.example.org:8443/dicom-web"
     assert redact_url("http://pacs/dicom-web") == "http://pacs/dicom-web"
     assert redact_url("http://u:p@[::1]:8042/dw") == "http://[::1]:8042/dw"
+    assert redact_url("http://u:secret@pacs:80x/dw") == "http://pacs/dw"
 
 
 def test_parse_query_rejects_bad_items_without_echoing_values() -> None:
@@ -266,3 +267,14 @@ def test_bad_environment_is_refused_before_any_request(tmp_path: Path, env: dict
     with pytest.raises(UserError, match=message):
         pull_dicomweb(f"http://127.0.0.1:{free_port()}/dicom-web", {}, tmp_path / "raw", env=env)
     assert _files(tmp_path / "raw") == []
+
+
+def test_cli_lists_pull_without_domain_or_params(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as top:
+        main(["--help"])
+    assert top.value.code == 0 and "pull" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as sub:
+        main(["pull", "--help"])
+    out = capsys.readouterr().out
+    assert sub.value.code == 0 and "dicomweb" in out and "--query KEY=VALUE" in out
+    assert "--domain" not in out and "--params" not in out  # no params.yaml: an operational command
