@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import roc_auc_score
 
 from medvit.cli import main
@@ -59,8 +60,11 @@ def workspace(
             write_scores(baselines / "scores" / b / f"{split}.csv", ids, rng.random(y.shape), m.label_names)
     (baselines / "meta.json").write_text(json.dumps({
         "baselines": {b: {"weights": "random-init"} for b in BASELINES}, "pipeline_id": "pid123", "run_id": "zs-run"}))
+    # The project's params with evaluate overrides: the stage hashes every param dvc.yaml declares upstream.
+    doc = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    doc["evaluate"].update({"n_bootstrap": 200, "n_attention_maps": 4, "threshold_method": "f1"})
     params = tmp_path / "params.yaml"
-    params.write_text("evaluate:\n  n_bootstrap: 200\n  n_attention_maps: 4\n  threshold_method: f1\n")
+    params.write_text(yaml.safe_dump(doc))
     # a store that does not exist yet: a run that reached it would create it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return {"cache": cache, "models": models, "baselines": baselines, "out": tmp_path / "reports", "params": params,
