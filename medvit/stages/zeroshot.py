@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder for baseline score tables (default: per --domain)")
 
 
-def _prompts_file(path: str) -> Path:
+def prompts_file(path: str) -> Path:
     """``zeroshot.prompts`` relative to the working directory, else to the package root (installed wheels)."""
     p = Path(path)
     packaged = Path(__file__).resolve().parents[2] / p
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     cache = Path(args.cache or default_path("cache", domain))
     out = Path(args.out or default_path("baselines", domain))
     manifest = read_manifest(cache)
-    prompts = load_prompts(_prompts_file(zs.prompts), domain, manifest.label_names)
+    prompts = load_prompts(prompts_file(zs.prompts), domain, manifest.label_names)
     backend = load_backend(cfg.backend, cfg.model, cfg.weights, allow_random_init=zs.allow_random_init, seed=zs.seed)
     embedding_root = os.environ.get("MEDVIT_CACHE_DIR") or repo_root() / ".cache" / "medvit"
     result = score_baselines(backend, cache, manifest, cfg, prompts, scoring=zs.scoring, probe=zs.linear_probe,

@@ -78,9 +78,9 @@ def test_missing_prompt_file_names_the_param(tmp_path: Path) -> None:
 
 
 def test_default_prompts_path_resolves_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medvit.stages.zeroshot import _prompts_file
+    from medvit.stages.zeroshot import prompts_file
 
     monkeypatch.chdir(tmp_path)
-    assert _prompts_file("medvit/zeroshot/prompts.yaml") == REPO_PROMPTS
+    assert prompts_file("medvit/zeroshot/prompts.yaml") == REPO_PROMPTS
     (tmp_path / "mine.yaml").write_text("medical: {}")
-    assert _prompts_file("mine.yaml") == Path("mine.yaml")  # a user's file relative to the working directory
+    assert prompts_file("mine.yaml") == Path("mine.yaml")  # a user's file relative to the working directory
