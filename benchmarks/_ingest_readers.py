@@ -19,10 +19,12 @@ byte-identical cache.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,17 +74,20 @@ def hand_tag_value(fallback: Callable[[Dataset, int], Any]) -> Callable[[Dataset
 
 def hand_grey_frame(ds: Dataset, index: int) -> np.ndarray | None:
     """Frame ``index`` of uncompressed little-endian grey-scale PixelData, or None (pydicom decodes it)."""
+    from medvit.io import dicom_values  # looked up per call: it reads through the patched tag_value too
+
+    number, value = dicom_values.number, dicom_values.value
     try:
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        if number(ds, "SamplesPerPixel", 1) != 1:
             return None
-        raw = ds.get_item(0x7FE00010)
-        if raw is None or str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        raw = ds.get_item(0x7FE00010)  # PixelData, without pydicom's element conversion
+        if raw is None or str(value(ds, "PhotometricInterpretation")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
             return None
-        allocated = int(ds.get("BitsAllocated") or 0)
-        stored = int(ds.get("BitsStored") or allocated)
-        signed = int(ds.get("PixelRepresentation") or 0)
-        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-        frames = int(ds.get("NumberOfFrames") or 1)
+        allocated = int(number(ds, "BitsAllocated") or 0)
+        stored = int(number(ds, "BitsStored") or allocated)
+        signed = int(number(ds, "PixelRepresentation", 0) or 0)
+        rows, cols = int(number(ds, "Rows") or 0), int(number(ds, "Columns") or 0)
+        frames = int(number(ds, "NumberOfFrames") or 1)
         data = raw.value
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
@@ -144,3 +149,22 @@ def patched(values: bool, pixels: bool) -> Iterator[None]:
         for changed, original in swaps:
             for module, attr in changed:
                 setattr(module, attr, original)
+
+
+# Label -> (hand-written values, hand-written pixels); "pydicom" is what ingest does since issue 11.
+CONFIGS: dict[str, tuple[bool, bool]] = {
+    "pydicom": (False, False),
+    "+ hand values": (True, False),
+    "+ hand pixels": (False, True),
+    "+ both (before)": (True, True),
+}
+
+
+def cache_digest(out: Path) -> str:
+    """SHA-256 over the shards and the manifest: equal digests mean byte-identical caches."""
+    h = hashlib.sha256()
+    for path in [*sorted((out / "shards").rglob("*")), out / "manifest.csv"]:
+        if path.is_file():
+            h.update(path.relative_to(out).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
