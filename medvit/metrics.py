@@ -43,7 +43,6 @@ class Metric:
             its paired CI and p-value (``test/<name>_macro_diff``), is reported.
         headline: shown in the model card's table and tagged per baseline.
         table: the summaries shown as comparison-table columns.
-        higher_is_better: direction of improvement (False for calibration error).
     """
 
     name: str
@@ -53,7 +52,6 @@ class Metric:
     paired: bool = False
     headline: bool = False
     table: tuple[str, ...] = ("macro",)
-    higher_is_better: bool = True
 
     @property
     def summaries(self) -> tuple[str, ...]:
@@ -69,16 +67,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("sensitivity", "sens @ thr"),
     Metric("specificity", "spec @ thr"),
     Metric("f1", "F1 @ thr"),
-    Metric("ece", "ECE", micro=True, bootstrap=False, table=("micro",), higher_is_better=False),
+    Metric("ece", "ECE", micro=True, bootstrap=False, table=("micro",)),
 )
 # Counts reported beside the metrics (``test/<name>``) and tagged on registered versions.
 COUNTS: tuple[str, ...] = ("n_labels_skipped", "n_samples", "n_groups")
-# The metric the quality gate and the registry listing rank models by.
+# The summary the quality gate judges and compares with the baselines.
 PRIMARY = "auroc_macro"
 
 
-def summary_names(metrics: tuple[Metric, ...] = METRICS) -> list[str]:
-    """Every summary name, macro first then micro (``auroc_macro``, ``ap_macro``, ..., ``auroc_micro``, ...)."""
+def summary_names(metrics: tuple[Metric, ...] | None = None) -> list[str]:
+    """Every summary name of ``metrics`` (default: ``METRICS``), macro first then micro
+    (``auroc_macro``, ``ap_macro``, ..., ``auroc_micro``, ...)."""
+    metrics = METRICS if metrics is None else metrics
     return [f"{m.name}_macro" for m in metrics] + [f"{m.name}_micro" for m in metrics if m.micro]
 
 
