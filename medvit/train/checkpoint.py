@@ -6,6 +6,8 @@ params, label names, normalisation stats, the params/data hashes it belongs to,
 and the best-so-far bookkeeping. It is written to a temporary file in the same
 folder, fsynced and renamed over ``last.pt`` (POSIX rename is atomic), so a kill
 at any moment leaves either the previous or the new checkpoint.
+Ours, not timm's ``CheckpointSaver``: that one pickles the run's args, keeps no RNG or scheduler
+state and is not fsynced, so it can give neither ``weights_only`` loading nor a bitwise resume.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""MixUp / CutMix for multi-hot targets: mixed targets are the area-weighted mix of both label sets."""
+"""MixUp / CutMix for multi-hot targets: mixed targets are the area-weighted mix of both label sets.
+
+Ours, not ``timm.data.Mixup``: timm draws from NumPy's global RNG, while these draws come from a
+generator seeded by (seed, epoch, rank), which the bitwise resume after a kill relies on.
+"""
 
 from __future__ import annotations
 
