@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from timm.scheduler import CosineLRScheduler
-from timm.utils import ModelEmaV3
-
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm

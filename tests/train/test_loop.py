@@ -9,7 +9,7 @@ import torch
 
 from medvit.data.cache import read_stats
 from medvit.data.manifest import read_manifest
-from medvit.train.checkpoint import LAST, load_checkpoint
+from medvit.train.checkpoint import LAST, load_checkpoint, save_checkpoint
 from medvit.train.distributed import DistInfo
 from medvit.train.loop import evaluate, fit
 from medvit.train.setup import build_training
@@ -72,6 +72,11 @@ def test_resume_skips_finished_run_and_mismatch_starts_fresh(tiny_cache, tiny_cf
     other = fit(s.model, s.train, s.val, cfg, s.loss, info=INFO, ckpt_dir=tmp_path / "ck",
                 identity={**IDENTITY, "data_hash": "d2"})
     assert other.resumed_from is None and any("data_hash differs" in n for n in other.notes)
+    # A checkpoint of the layout before timm's scheduler/EMA (format 1) is not loaded either.
+    ckpt = load_checkpoint(tmp_path / "ck" / LAST)
+    save_checkpoint(tmp_path / "ck" / LAST, {**ckpt, "format": 1})
+    older = fit(s.model, s.train, s.val, cfg, s.loss, info=INFO, ckpt_dir=tmp_path / "ck", identity=IDENTITY)
+    assert older.resumed_from is None and any("format 1" in n for n in older.notes)
 
 
 def test_early_stopping(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
