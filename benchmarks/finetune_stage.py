@@ -73,7 +73,7 @@ def stage_params(path: Path, args: argparse.Namespace) -> None:
     p["finetune"].update(model="deit3_small_patch16_384", model_kwargs={}, weights="none", allow_random_init=True,
                          img_size=args.img_size, freeze_blocks=6, epochs=args.epochs, batch_size=args.batch,
                          early_stopping_patience=args.epochs, cache_frozen_features=False, num_workers=0,
-                         domains={})
+                         domains={"medical": {}, "satellite": {}})  # no overrides; dvc.yaml declares both keys
     path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
