@@ -44,6 +44,8 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData,
 
 
 class _DropAll(logging.Filter):
+    """Drops every record of the logger it is added to."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         return False
 
