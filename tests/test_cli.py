@@ -50,3 +50,20 @@ def test_doctor_reports_decoders_and_tracking(capsys: pytest.CaptureFixture[str]
     assert main(["doctor", "--params", str(REPO / "params.yaml")]) == 0
     out = capsys.readouterr().out
     assert "JPEG 2000" in out and "tracking URI" in out and "threads:" in out
+
+
+def test_stage_records_the_params_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medvit.config import RECORD_ENV, record_reads
+
+    log = tmp_path / "reads.tsv"
+    params = tmp_path / "params.yaml"
+    params.write_text("sample:\n  satellite: {n_scenes: 1, scene_size: 64, tile_size: 32, stride: 32}\n")
+    monkeypatch.setenv(RECORD_ENV, str(log))
+    try:
+        assert main(["sample", "--domain", "satellite", "--params", str(params), "--out", str(tmp_path / "raw")]) == 0
+    finally:
+        monkeypatch.delenv(RECORD_ENV)
+        record_reads("", "")  # switch recording off for the rest of this process
+    rows = {tuple(line.split("\t")) for line in log.read_text().splitlines()}
+    assert ("sample", "satellite", "sample.seed") in rows and ("sample", "satellite", "sample.satellite.n_scenes") in rows
+    assert not [r for r in rows if r[2].startswith(("sample.medical", "ingest", "finetune"))]
