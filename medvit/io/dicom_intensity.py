@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from medvit.io.dicom_values import DicomReject, number, value
+from medvit.io.grey import luma
 
 if TYPE_CHECKING:
     from medvit.io.dicom import DicomOptions
@@ -213,6 +214,4 @@ def _luma(arr: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
         peak = float(2 ** int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8) - 1)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DicomReject("truncated or corrupt", "colour frame without 3 samples")
-    rgb = rgb.astype(np.float32)
-    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]  # ITU-R BT.601
-    return (luma / np.float32(peak)).astype(np.float32)
+    return luma(rgb, peak)  # ITU-R BT.601, the same as PNG/JPEG inputs
