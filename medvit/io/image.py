@@ -44,14 +44,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 REASONS = frozenset({"empty file", "unreadable file", "not PNG or JPEG", "image does not decode",
                      "unsupported image mode", "image too small"})
-# PNG colour types (PNG 11.2.2 IHDR) -> name, number of sBIT bytes (PNG 11.3.3.4).
+# PNG colour types (IHDR chunk) -> name, number of sBIT bytes (sBIT chunk, ISO/IEC 15948; W3C PNG 3rd ed. 11.3.2.4).
 _PNG_COLOUR: dict[int, tuple[str, int]] = {0: ("grey", 1), 2: ("rgb", 3), 3: ("palette", 3),
                                            4: ("grey+alpha", 2), 6: ("rgba", 4)}
 _PNG_DEPTHS: dict[int, frozenset[int]] = {0: frozenset({1, 2, 4, 8, 16}), 2: frozenset({8, 16}),
                                           3: frozenset({1, 2, 4, 8}), 4: frozenset({8, 16}), 6: frozenset({8, 16})}
 # JPEG start-of-frame markers (ITU-T T.81 Table B.1): every SOFn except DHT (C4), JPG (C8), DAC (CC).
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_COLOUR = {1: "grey", 3: "rgb", 4: "cmyk"}
+_JPEG_COLOUR = {1: "grey", 3: "rgb"}
 
 
 class ImageReject(Exception):
@@ -72,7 +72,8 @@ class ImageInfo:
         width: columns.
         height: rows.
         bit_depth: bits per sample as stored (PNG IHDR bit depth, JPEG SOF precision).
-        significant_bits: bits the intensities were scaled by (PNG sBIT when present, else as decoded).
+        significant_bits: bits the intensities were scaled by: PNG sBIT when present, else the
+            sample depth (8 for palette entries).
         colour: ``grey``, ``grey+alpha``, ``rgb``, ``rgba`` or ``palette``.
     """
 
@@ -169,15 +170,12 @@ def _png_header(data: bytes) -> _Header:
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos:pos + 4], "big")
         kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) < length:
-            break
-        if ihdr is None and kind != b"IHDR":  # IHDR shall be first (PNG 5.6)
+        if pos + 8 + length > len(data) or (ihdr is None and kind != b"IHDR"):  # IHDR shall be first (PNG 5.6)
             break
         if kind == b"IHDR":
-            ihdr = body
+            ihdr = data[pos + 8:pos + 8 + length]
         elif kind == b"sBIT":
-            sbit = body
+            sbit = data[pos + 8:pos + 8 + length]
         elif kind in (b"PLTE", b"IDAT", b"IEND"):
             break
         pos += 12 + length  # length, type, data, CRC (the decoder checks CRCs)
@@ -188,7 +186,7 @@ def _png_header(data: bytes) -> _Header:
     if colour_type not in _PNG_COLOUR or depth not in _PNG_DEPTHS[colour_type] or not width or not height:
         raise ImageReject("image does not decode", "PNG with an invalid IHDR")
     colour, n_sbit = _PNG_COLOUR[colour_type]
-    # sBIT may not exceed the sample depth, which is 8 for palette entries (PNG 11.3.3.4); an
+    # sBIT may not exceed the sample depth, which is 8 for palette entries (sBIT chunk); an
     # invalid sBIT is ignored, as libpng does.
     limit = 8 if colour_type == 3 else depth
     bits = tuple(sbit)
@@ -240,9 +238,10 @@ def _to_unit(pixels: np.ndarray, header: _Header) -> np.ndarray:
     decoded_bits = pixels.dtype.itemsize * 8
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageReject("unsupported image mode", f"{header.format} decoded as {pixels.dtype}")
-    # PNG 11.3.3.4 / 12.4 (ISO/IEC 15948): an encoder whose data have fewer bits than the PNG
-    # sample depth scales them up to it (left shift or bit replication) and records the
-    # original count in sBIT; the decoder gets the original values back by shifting right.
+    # ISO/IEC 15948 (W3C PNG), "sBIT Significant bits" (3rd ed. 11.3.2.4) and "Sample depth
+    # scaling": an encoder whose data have fewer bits than the PNG sample depth scales them up
+    # to it (left shift or bit replication) and records the original count in sBIT; a decoder
+    # gets the original values back by shifting right.
     # A 12-bit radiograph in a 16-bit PNG therefore reads v/4095 for its 12-bit value v.
     # Without sBIT the stored depth is the real one (decoded 1-, 2- and 4-bit grey already
     # comes scaled to 8 bits). The image's own maximum is never used: intensities would then
@@ -255,8 +254,8 @@ def _to_unit(pixels: np.ndarray, header: _Header) -> np.ndarray:
     if header.colour in ("grey", "grey+alpha"):
         # OpenCV expands grey+alpha to BGRA with B = G = R = grey; the alpha is dropped (below).
         return _scaled(pixels[..., 0], bits[0], decoded_bits)
-    # Colour: BGR(A) -> RGB, alpha dropped. Radiographs carry no transparency; ChestX-ray14's
-    # RGBA files are opaque, and compositing onto a chosen background would invent intensities.
+    # Colour: BGR(A) -> RGB, alpha dropped. Radiographs carry no transparency,
+    # and compositing onto a chosen background would invent intensities.
     rgb = pixels[..., 2::-1]
     colour_bits = bits[:3]
     if len(set(colour_bits)) == 1:
