@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    from medvit.data.ingest import ingest
+    from medvit.ingest import ingest
 
     raw = Path(args.raw) if args.raw else default_path("raw", args.domain)
     # Only satellite has a label source: medical ingest must not read (and so depend on) satellite params.

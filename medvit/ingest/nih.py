@@ -1,0 +1,301 @@
+"""Medical source: DICOM files under ``<raw>/images`` (or ``<raw>``) with an NIH ChestX-ray14 labels CSV.
+
+``labels.csv`` has ``Image Index`` (a file name, or a path relative to the image
+folder), ``Finding Labels`` (``|``-separated, ``No Finding`` for none) and an
+optional ``Patient ID``, which is PHI: only its keyed pseudonym is written (the
+split group).
+
+Files go to the workers in blocks of consecutive files (:func:`block_size`,
+fixed by the file count, not the worker count); each worker writes its block's
+images into its own part files and the main process renames them into numbered
+shards in input order, so no pixels cross the result pipe and the cache is
+byte-identical for any number of workers. A block whose worker dies (a decoder
+segfault) is re-run file by file, and the file that kills its worker again is
+rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medvit.data.cache import SHARD_DIR, shard_path
+from medvit.data.layout import NO_FINDING
+from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
+from medvit.errors import UserError
+from medvit.ingest.labels import csv_rows, multi_hot, read_csv, vocabulary
+from medvit.ingest.pixels import channel_sums, letterbox
+from medvit.ingest.pool import worker_count, worker_state
+from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
+from medvit.ingest.writers import PartWriter
+from medvit.io.decoders import syntax_name
+from medvit.io.dicom import DicomOptions, DicomReject, read_frames, read_header
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- labels
+@dataclass
+class MedicalLabels:
+    """Labels CSV matched to files: per file key, its (L,) labels and labels-CSV patient id."""
+
+    label_names: tuple[str, ...]
+    by_file: dict[str, tuple[np.ndarray, str]]
+    patient_ids: frozenset[str]
+    without_images: int
+
+
+def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence[str]) -> MedicalLabels:
+    """Read a ChestX-ray14-style CSV (``Image Index``, ``Finding Labels``, optional ``Patient ID``).
+
+    ``Image Index`` is matched against file paths relative to the image folder (or
+    ``--raw``) when it contains a ``/``, else against file names.
+
+    Raises:
+        UserError: missing columns, duplicate or ambiguous ``Image Index``, empty
+            ``Finding Labels``, unknown label names, or no row matching any file.
+    """
+    frame = read_csv(path, ("Image Index", "Finding Labels"))
+    index = frame["Image Index"].str.strip()
+    dup = index.duplicated(keep=False)
+    if dup.any():
+        raise UserError(f"{path}: duplicate 'Image Index' on rows {csv_rows(np.flatnonzero(dup))}; "
+                        "each image must appear once")
+    empty = frame["Finding Labels"].str.strip() == ""
+    if empty.any():
+        raise UserError(f"{path}: empty 'Finding Labels' on rows {csv_rows(np.flatnonzero(empty))}; "
+                        f"write '{NO_FINDING}' for an image without findings")
+    names = vocabulary(frame["Finding Labels"], label_names, path, "Finding Labels")
+    pids = frame["Patient ID"].str.strip().tolist() if "Patient ID" in frame.columns else [""] * len(frame)
+    by_rel = {f: f for f in files}
+    by_name: dict[str, list[str]] = {}
+    for f in files:
+        by_name.setdefault(f.rpartition("/")[2], []).append(f)  # files are '/'-separated relative paths
+    by_file: dict[str, tuple[np.ndarray, str]] = {}
+    ambiguous, missing = [], 0
+    positions = {n: i for i, n in enumerate(names)}
+    for i, (key, cell, pid) in enumerate(zip(index.tolist(), frame["Finding Labels"].tolist(), pids)):
+        if key in by_rel:  # an exact relative path wins over a bare file name
+            hits = [key]
+        elif "/" in key:
+            hits = [f for f in files if f.endswith("/" + key)]
+        else:
+            hits = by_name.get(key, [])
+        hits = sorted(set(hits))
+        if len(hits) > 1:
+            ambiguous.append(i)
+        elif not hits:
+            missing += 1
+        else:
+            by_file[hits[0]] = (multi_hot(cell, names, positions), pid)
+    if ambiguous:
+        raise UserError(f"{path}: 'Image Index' on rows {csv_rows(ambiguous)} matches several files; "
+                        "use paths relative to the image folder to disambiguate")
+    if not by_file and len(frame):
+        raise UserError(f"{path}: none of its {len(frame)} 'Image Index' values matches a file under the raw "
+                        "folder; check --raw and --labels")
+    return MedicalLabels(names, by_file, frozenset(p for p in pids if p), missing)
+
+
+# --------------------------------------------------------------------------- workers
+@dataclass(frozen=True)
+class NihWorkerState:
+    """What every medical worker needs, installed once per process."""
+
+    pseudo: Pseudonymizer
+    image_size: int
+    all_pids: tuple[str, ...]   # every labels-CSV patient id (sorted), checked against unlabelled file paths
+    shard_dir: str
+    shard_size: int
+    dicom: DicomOptions
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One DICOM file to decode."""
+
+    key: str                        # path relative to raw
+    path: str
+    labels: np.ndarray | None       # (L,) 0/1; None: not in the labels file
+    patient_id: str                 # labels-CSV Patient ID, "" when absent
+
+
+def decode_file(task: FileTask) -> TaskResult:
+    """Decode one DICOM file (all its kept frames) into resized cache samples."""
+    state = worker_state(NihWorkerState)
+    pseudo = state.pseudo
+    known_ids = [task.patient_id] if task.patient_id else []
+    result = TaskResult(key=task.key, source=pseudo.source(task.key, known_ids))
+    try:
+        if task.labels is None:
+            info = read_header(task.path, stop_before_pixels=True)
+            result.source = pseudo.source(task.key, [*identifiers(info.header), *state.all_pids])
+            result.reject = "no labels: not listed in the labels file"
+            return result
+        info, frames = read_frames(task.path, state.dicom)
+        result.source = pseudo.source(task.key, [*known_ids, *identifiers(info.header)])
+        header = info.header
+        # Group: labels-CSV Patient ID, else DICOM PatientID, else the study, else the file itself.
+        patient = task.patient_id or str(header.get("PatientID") or "").strip()
+        study = str(header.get("StudyInstanceUID") or "").strip()
+        group = pseudo.patient(patient if patient else f"study:{study}" if study else f"file:{task.key}")
+        columns = deidentify(header, pseudo)
+        for frame, image in frames:
+            image = letterbox(image, state.image_size)
+            meta = {"id": pseudo.sample(task.key, frame), "group": group, "source": result.source,
+                    "frame": frame, **columns, "transfer_syntax": info.transfer_syntax,
+                    "decoder": info.plugin, "voi": state.dicom.voi}
+            result.samples.append(Sample(image=image, meta=meta, labels=task.labels, sums=channel_sums(image)))
+        result.decoder = (info.transfer_syntax, info.plugin)
+    except DicomReject as err:
+        result.samples = []
+        result.reject = str(err)
+    except MemoryError:
+        result.samples, result.reject = [], "too large to decode: MemoryError"
+    except Exception as err:  # noqa: BLE001 - one bad file must never stop the stage
+        # A failure no check above foresaw: reject the file, naming only the error type (the message
+        # may quote header values, i.e. PHI, so it is not logged either).
+        result.samples, result.reject = [], f"decode failed: unexpected {type(err).__name__}"
+    return result
+
+
+@dataclass(frozen=True)
+class MedicalBlock:
+    """Consecutive files one worker decodes and writes as its own shard part(s)."""
+
+    name: str                       # unique in the run; names the part files
+    tasks: tuple[FileTask, ...]
+
+
+@dataclass
+class BlockResult:
+    """A block's per-file results (no pixels) and the part files holding its images, in order."""
+
+    results: list[TaskResult]
+    parts: list[tuple[str, int]] = field(default_factory=list)  # (file name in the shard folder, images)
+
+
+def decode_block(block: MedicalBlock) -> BlockResult:
+    """Decode every file of ``block`` and write its samples into part files in the shard folder.
+
+    A file's samples are written only once the whole file decoded, so a rejected
+    multi-frame file leaves no rows behind.
+    """
+    state = worker_state(NihWorkerState)
+    writer = PartWriter(Path(state.shard_dir), f".part-{block.name}", state.shard_size)
+    try:
+        results = []
+        for task in block.tasks:
+            res = decode_file(task)
+            for sample in res.samples:
+                sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
+                sample.image = None
+            results.append(res)
+        return BlockResult(results, writer.close())
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def split_block(block: MedicalBlock) -> list[MedicalBlock]:
+    """One block per file, for re-running a block whose worker died."""
+    return [MedicalBlock(f"{block.name}-{i:05d}", (task,)) for i, task in enumerate(block.tasks)]
+
+
+def block_size(n_files: int, shard_size: int) -> int:
+    """Files per medical block: ~64 blocks per run (load balance), 8 to ``shard_size`` files each.
+
+    It depends on the data and params only, never on the worker count, so the
+    cache is byte-identical whatever machine runs the stage.
+    """
+    return max(1, min(shard_size, max(8, -(-n_files // 64))))
+
+
+# --------------------------------------------------------------------------- the source
+class NihSource(Source):
+    """DICOM files plus a ChestX-ray14 ``labels.csv``."""
+
+    desc = "ingest medical"
+
+    def list_inputs(self) -> list[Path]:
+        """Every non-hidden file under ``<raw>/images`` (or ``<raw>``), the labels file excluded."""
+        self.root = self.raw / "images" if (self.raw / "images").is_dir() else self.raw
+        self.files = find_files(self.root, exclude=[self.labels])
+        if not self.files:
+            raise UserError(f"{self.root}: no input files found")
+        return self.files
+
+    def read_labels(self) -> tuple[str, ...]:
+        """Match ``labels.csv`` rows to the files (paths relative to the image folder)."""
+        self.root_keys = relative_keys(self.files, self.root)
+        self.table = match_medical_labels(self.labels, self.root_keys, self.cfg.medical.label_names)
+        return self.table.label_names
+
+    def plan(self, col: Collected) -> Plan:
+        """Blocks of consecutive files, decoded and written by the workers."""
+        mcfg = self.cfg.medical
+        key, self.key_source = load_key()
+        self.pseudo = Pseudonymizer(key)
+        tasks = []
+        for k, rk, p in zip(relative_keys(self.files, self.raw), self.root_keys, self.files):
+            labels, pid = self.table.by_file.get(rk, (None, ""))
+            tasks.append(FileTask(k, str(p), labels, pid))
+        self.shard_dir = self.tmp / SHARD_DIR
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        state = NihWorkerState(
+            pseudo=self.pseudo, image_size=mcfg.image_size, all_pids=tuple(sorted(self.table.patient_ids)),
+            shard_dir=str(self.shard_dir), shard_size=self.cfg.shard_size,
+            dicom=DicomOptions(voi=mcfg.voi, window=mcfg.window, percentiles=mcfg.percentiles,
+                               multiframe=mcfg.multiframe, allow_burned_in=mcfg.allow_burned_in))
+        if self.table.without_images:
+            log.warning("%s: %d labelled image(s) not found under %s (ignored; counted in report.json)",
+                        self.labels, self.table.without_images, self.root)
+        step = block_size(len(tasks), self.cfg.shard_size)
+        blocks = [MedicalBlock(f"{i // step:06d}", tuple(tasks[i:i + step])) for i in range(0, len(tasks), step)]
+        self.next_shard = 0
+        self.decoders: Counter[tuple[str, str]] = Counter()
+        return Plan(blocks, decode_block, state, self.isolate, worker_count(self.cfg.workers, len(blocks)),
+                    max_chunk=1, split=split_block, files=lambda b: len(b.tasks))
+
+    def isolate(self, block: MedicalBlock, err: BaseException) -> BlockResult:
+        """The reject of a file that killed its worker (crashed blocks are re-run one file each)."""
+        (task,) = block.tasks
+        source = self.pseudo.source(task.key, [task.patient_id, *self.table.patient_ids])
+        return BlockResult([TaskResult(key=task.key, source=source,
+                                       reject="decoder crashed: the worker process died on this file")])
+
+    def collect(self, block: BlockResult, col: Collected) -> None:
+        """Number the block's parts as the next shards (input order), then keep its rows."""
+        shards = []
+        for name, _ in block.parts:
+            os.replace(self.shard_dir / name, shard_path(self.tmp, self.next_shard))
+            shards.append(self.next_shard)
+            self.next_shard += 1
+        for res in block.results:
+            if res.reject is not None or not res.samples:
+                col.reject(res.source, res.reject or "no samples")
+                continue
+            col.n_ingested += 1
+            if res.decoder is not None:
+                self.decoders[res.decoder] += 1
+            for sample in res.samples:
+                part, index = sample.loc  # type: ignore[misc]
+                col.add({**sample.meta, "shard": shards[part], "index": index}, sample.labels, sample.sums)
+
+    def cache_info(self, col: Collected) -> CacheInfo:
+        """One grey channel; report extras: labels without images, de-identification, decoders."""
+        for leftover in self.shard_dir.glob(".part-*"):  # parts of a block whose worker died (re-run file by file)
+            leftover.unlink()
+        pseudonymised = (sum(1 for r in col.rows if r["source"].startswith("pseudo:"))
+                         + sum(1 for s, _ in col.rejects if s.startswith("pseudo:")))
+        extra = {"labels_without_images": self.table.without_images,
+                 "deid": {"key_source": self.key_source, "key_fingerprint": self.pseudo.fingerprint,
+                          "sources_pseudonymised": pseudonymised},
+                 "decoders": {f"{syntax_name(ts)}: {pl}": n for (ts, pl), n in sorted(self.decoders.items())}}
+        return CacheInfo(channels=["gray"], size=self.cfg.medical.image_size, extra=extra)

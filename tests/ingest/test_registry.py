@@ -1,0 +1,22 @@
+"""The one registry of sources: every domain resolves to a Source, unknown domains are a UserError."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvit.errors import UserError
+from medvit.ingest.registry import DEFAULT_FORMAT, FORMATS, source_class
+from medvit.ingest.source import Source
+
+
+def test_every_domain_has_a_registered_source() -> None:
+    assert set(DEFAULT_FORMAT) == {"medical", "satellite"}
+    assert set(DEFAULT_FORMAT.values()) <= set(FORMATS)
+    classes = {domain: source_class(domain) for domain in DEFAULT_FORMAT}
+    assert all(issubclass(cls, Source) for cls in classes.values())
+    assert classes["medical"].__name__ == "NihSource" and classes["satellite"].__name__ == "ScenesSource"
+
+
+def test_an_unknown_domain_names_the_known_ones() -> None:
+    with pytest.raises(UserError, match=r"unknown domain 'xray'.*\['medical', 'satellite'\]"):
+        source_class("xray")
