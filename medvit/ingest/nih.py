@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medvit.config import IngestConfig
 from medvit.data.cache import SHARD_DIR, shard_path
 from medvit.data.layout import NO_FINDING
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
@@ -222,6 +223,11 @@ class NihSource(Source):
     """DICOM files plus a ChestX-ray14 ``labels.csv``."""
 
     desc = "ingest medical"
+
+    @classmethod
+    def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
+        """``<raw>/labels.csv``."""
+        return raw / "labels.csv"
 
     def list_inputs(self) -> list[Path]:
         """Every non-hidden file under ``<raw>/images`` (or ``<raw>``), the labels file excluded."""

@@ -216,6 +216,11 @@ class ScenesSource(Source):
         self.strips: Counter[str] = Counter()       # strip tasks per scene key
         self.counters: Counter[str] = Counter()     # report counts (chips dropped, tiles ignored, orphans)
 
+    @classmethod
+    def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
+        """``<raw>/labels/`` (label rasters), or ``<raw>/tiles.csv`` with ``label_source: csv``."""
+        return raw / ("tiles.csv" if cfg.satellite.label_source == "csv" else "labels")
+
     def list_inputs(self) -> list[Path]:
         """Every non-hidden file under ``<raw>/scenes`` (or ``<raw>``), labels excluded.
 

@@ -115,6 +115,11 @@ class Source(ABC):
     def __init__(self, raw: Path, labels: Path, tmp: Path, cfg: IngestConfig) -> None:
         self.raw, self.labels, self.tmp, self.cfg = raw, labels, tmp, cfg
 
+    @classmethod
+    @abstractmethod
+    def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
+        """Where the labels lie inside ``raw`` in the layout the sample stage writes (``--labels`` default)."""
+
     @abstractmethod
     def list_inputs(self) -> list[Path]:
         """Every input file, sorted.

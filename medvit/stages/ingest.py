@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from medvit.config import Params
-from medvit.paths import default_labels, default_path
+from medvit.paths import default_path
 
 HELP = "Decode, de-identify, split and cache raw DICOM / GeoTIFF files."
 
@@ -37,11 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.ingest import ingest
+    from medvit.ingest.registry import source_class
 
     raw = Path(args.raw) if args.raw else default_path("raw", args.domain)
-    # Only satellite has a label source: medical ingest must not read (and so depend on) satellite params.
-    source = params.ingest.satellite.label_source if args.domain == "satellite" else "raster"
-    labels = Path(args.labels) if args.labels else default_labels(args.domain, source, raw)
+    # The source knows its labels' place; only satellite reads a label source, so medical ingest
+    # never reads (and so never depends on) satellite params.
+    labels = Path(args.labels) if args.labels else source_class(args.domain).default_labels(raw, params.ingest)
     out = Path(args.out) if args.out else default_path("cache", args.domain)
     report = ingest(args.domain, raw, labels, out, params.ingest)
     print(f"ingest {args.domain}: {report['n_input']} file(s): {report['n_ingested']} ingested "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from medvit.config import parse_params
 from medvit.errors import UserError
 from medvit.ingest.registry import DEFAULT_FORMAT, FORMATS, source_class
 from medvit.ingest.source import Source
@@ -20,3 +23,11 @@ def test_every_domain_has_a_registered_source() -> None:
 def test_an_unknown_domain_names_the_known_ones() -> None:
     with pytest.raises(UserError, match=r"unknown domain 'xray'.*\['medical', 'satellite'\]"):
         source_class("xray")
+
+
+def test_default_labels_follow_the_sample_layout(tmp_path: Path) -> None:
+    raster = parse_params({}).ingest
+    csv = parse_params({"ingest": {"satellite": {"label_source": "csv"}}}).ingest
+    assert source_class("medical").default_labels(tmp_path, raster) == tmp_path / "labels.csv"
+    assert source_class("satellite").default_labels(tmp_path, raster) == tmp_path / "labels"
+    assert source_class("satellite").default_labels(tmp_path, csv) == tmp_path / "tiles.csv"
