@@ -85,8 +85,13 @@ class IngestMedical(Section):
 
 
 class IngestSatellite(Section):
-    bands: tuple[int, ...] = (1, 2, 3, 4)
-    band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")
+    # scenes: multi-band GeoTIFF scenes; bigearthnet-v1/-v2: one GeoTIFF per band and patch; eurosat: 13-band tiles.
+    format: Literal["scenes", "bigearthnet-v1", "bigearthnet-v2", "eurosat"] = "scenes"
+    # 1-based indexes into the file (scenes) or the format's band order, or band names (B02, B8A, ...).
+    bands: tuple[int | str, ...] = (1, 2, 3, 4)
+    band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")  # channel names of indexed scene bands
+    use_official_split: bool = False                     # BigEarthNet: the data set's train/validation/test
+    nomenclature: Literal["bigearthnet-19"] | None = None  # BigEarthNet v1: 43 CORINE classes -> 19
     label_source: Literal["raster", "csv"] = "raster"
     label_names: tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare")
     tile_size: int = Field(64, ge=8)
@@ -99,7 +104,17 @@ class IngestSatellite(Section):
 
     @model_validator(mode="after")
     def _bands_named(self) -> "IngestSatellite":
-        if len(self.bands) != len(self.band_names):
+        if not self.bands:
+            raise ValueError("bands must name at least one band")
+        if any(isinstance(b, int) and b < 1 for b in self.bands):
+            raise ValueError("band indexes are 1-based")
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError("bands must not repeat a band")
+        named = [isinstance(b, str) for b in self.bands]
+        if any(named) and not all(named):
+            raise ValueError("bands are either all 1-based indexes or all band names, not a mix")
+        # Indexed scene bands need channel names; named bands and the data set formats name their own.
+        if self.format == "scenes" and not any(named) and len(self.bands) != len(self.band_names):
             raise ValueError("bands and band_names must have the same length")
         return self
 

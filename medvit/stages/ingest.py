@@ -42,7 +42,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     raw = Path(args.raw) if args.raw else default_path("raw", args.domain)
     # The source knows its labels' place; only satellite reads a label source, so medical ingest
     # never reads (and so never depends on) satellite params.
-    labels = Path(args.labels) if args.labels else source_class(args.domain).default_labels(raw, params.ingest)
+    source = source_class(args.domain, params.ingest)
+    labels = Path(args.labels) if args.labels else source.default_labels(raw, params.ingest)
     out = Path(args.out) if args.out else default_path("cache", args.domain)
     report = ingest(args.domain, raw, labels, out, params.ingest)
     print(f"ingest {args.domain}: {report['n_input']} file(s): {report['n_ingested']} ingested "
