@@ -3,7 +3,7 @@
 Everything stays channel-first. Albumentations 2.x only accepts channel-last
 images, so ``RandAlbumentations`` hands it a *view* (``np.moveaxis``) for the
 duration of the call and moves the axis back on the way out; no other code sees
-HWC. Resize (torch bilinear, antialiased) and the multispectral noise work on
+HWC. Resize (torch, antialiased, bilinear or bicubic as the model's timm data config says) and the multispectral noise work on
 CHW directly and are safe for any number of channels.
 
 Order: augment at cache resolution -> resize to ``img_size`` -> normalise ->
@@ -53,12 +53,21 @@ def norm_stats(
     return mean, [max(v, 1e-6) for v in std]
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """(C, h, w) -> (C, size, size), bilinear with antialias (any channel count)."""
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def resize(img: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """(C, h, w) -> (C, size, size), ``interpolation`` (bilinear | bicubic) with antialias (any channel count).
+
+    The classifier passes its timm data config's interpolation (``resolve_model_data_config``;
+    bicubic for DeiT3), so images are resized as the pretrained weights saw them.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
     if img.shape[-2:] == (size, size):
         return img
     t = torch.from_numpy(np.ascontiguousarray(img))[None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].numpy()
+    return F.interpolate(t, size=(size, size), mode=interpolation, antialias=True, align_corners=False)[0].numpy()
 
 
 class RandAlbumentations:
@@ -95,8 +104,10 @@ class Pipeline:
         std: Sequence[float],
         augment: Sequence[Op] = (),
         post: Sequence[Op] = (),
+        interpolation: str = "bilinear",
     ) -> None:
         self.img_size = img_size
+        self.interpolation = interpolation
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.augment = list(augment)
@@ -111,19 +122,22 @@ class Pipeline:
         rng = np.random.default_rng(seed)
         for op in self.augment:
             img = op(img, rng)
-        img = (resize(img, self.img_size) - self.mean) / self.std
+        img = (resize(img, self.img_size, self.interpolation) - self.mean) / self.std
         for op in self.post:
             img = op(img, rng)
         return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float]) -> Pipeline:
+def eval_transform(
+    img_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bilinear"
+) -> Pipeline:
     """Deterministic preprocessing of cache images for the classifier (resize + normalise)."""
-    return Pipeline(img_size, mean, std)
+    return Pipeline(img_size, mean, std, interpolation=interpolation)
 
 
 def train_transform(
-    domain: str, augment_cfg: Any, img_size: int, mean: Sequence[float], std: Sequence[float]
+    domain: str, augment_cfg: Any, img_size: int, mean: Sequence[float], std: Sequence[float],
+    interpolation: str = "bilinear",
 ) -> Pipeline:
     """Domain augmentation from params (``finetune.augment.<domain>``) + preprocessing.
 
@@ -156,4 +170,5 @@ def train_transform(
             post.append(RandGaussianNoise(c.noise_std))
     else:
         raise ValueError(f"unknown domain {domain!r}")
-    return Pipeline(img_size, mean, std, augment=[RandAlbumentations(ops)] if ops else [], post=post)
+    return Pipeline(img_size, mean, std, augment=[RandAlbumentations(ops)] if ops else [], post=post,
+                    interpolation=interpolation)

@@ -103,7 +103,8 @@ def write_attention_maps(
     picked = np.sort(rng.choice(candidates, size=min(n_maps, len(candidates)), replace=False))
     model, meta = load_classifier(model_dir, fused_attn=False)  # explicit attention for the rollout
     vit = find_vit(model)
-    transform = eval_transform(int(meta["img_size"]), meta["mean"], meta["std"])
+    transform = eval_transform(int(meta["img_size"]), meta["mean"], meta["std"],
+                               meta.get("interpolation", "bilinear"))
     data = CacheDataset(cache_dir, "test", manifest=manifest)
     images = [data.image(int(i)) for i in picked]
     batch = torch.from_numpy(np.stack([transform(img) for img in images]))

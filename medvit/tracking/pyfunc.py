@@ -18,7 +18,7 @@ the classifier and preprocessing code it was registered with.
 
 Input: a float32 (N, C, H, W) batch scaled like the ingest cache (the values the
 cache shards hold). Preprocessing is the evaluation transform of
-``medvit.data.transforms`` (bilinear antialiased resize to img_size, then
+``medvit.data.transforms`` (antialiased resize to img_size with the interpolation in meta.json, then
 (x - mean) / std). Output: a DataFrame with one row per image, ``score:<label>``
 (sigmoid of the logit) and ``label:<label>`` (1 when score >= threshold).
 """
@@ -58,7 +58,8 @@ class ClassifierModel(PythonModel):
         from medvit.models.classifier import load_classifier
 
         self.model, self.meta = load_classifier(context.artifacts["classifier"])
-        self.transform = eval_transform(int(self.meta["img_size"]), self.meta["mean"], self.meta["std"])
+        self.transform = eval_transform(int(self.meta["img_size"]), self.meta["mean"], self.meta["std"],
+                                       self.meta.get("interpolation", "bilinear"))
         spec = json.loads(Path(context.artifacts["thresholds"]).read_text())
         self.label_names: list[str] = list(self.meta["label_names"])
         if list(spec["label_names"]) != self.label_names:

@@ -58,20 +58,23 @@ def build_training(cfg: FinetuneConfig, domain: str, cache: Path, manifest: Mani
         allow_random_init=cfg.allow_random_init, model_kwargs=dict(cfg.model_kwargs),
     )
     img_size = int(backbone.patch_embed.img_size[0])
-    # timm's resolved data config: the pretrained mean/std (used with normalize: pretrained).
-    mean, std = norm_stats(cfg.normalize, in_chans, stats, resolve_model_data_config(backbone))
+    # timm's resolved data config: the pretrained mean/std (used with normalize: pretrained) and the
+    # interpolation the weights were trained with (bicubic for DeiT3), used for every resize to img_size.
+    data_cfg = resolve_model_data_config(backbone)
+    mean, std = norm_stats(cfg.normalize, in_chans, stats, data_cfg)
+    interpolation = str(data_cfg.get("interpolation", "bilinear"))
     head = MultiLabelHead(backbone.num_features, manifest.num_labels, cfg.head.hidden_dim, cfg.head.dropout)
     model = Classifier(backbone, head, cfg.freeze_blocks)
 
     splits = {s: CacheDataset(cache, s, manifest=manifest) for s in ("train", "val", "test")}
     if not len(splits["train"]):
         raise UserError(f"{manifest.path}: the train split is empty; check ingest.split_fractions")
-    ev = eval_transform(img_size, mean, std)
+    ev = eval_transform(img_size, mean, std, interpolation)
     cached = bool(cfg.cache_frozen_features and model.frozen)
     if cfg.cache_frozen_features and not model.frozen:
         warnings.warn("finetune.cache_frozen_features needs freeze_blocks > 0; ignored", stacklevel=2)
     datasets: dict[str, Dataset | None] = {}
-    train_tf = train_transform(domain, cfg.augment, img_size, mean, std)
+    train_tf = train_transform(domain, cfg.augment, img_size, mean, std, interpolation)
     if cached:
         # The prefix runs once per image (or per view of the bank); MixUp/CutMix act on images, so they are off.
         views = cfg.frozen_feature_views
@@ -107,7 +110,8 @@ def build_training(cfg: FinetuneConfig, domain: str, cache: Path, manifest: Mani
         "model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "img_size": img_size, "in_chans": in_chans,
         "label_names": list(manifest.label_names), "head": {"hidden_dim": cfg.head.hidden_dim,
                                                             "dropout": cfg.head.dropout},
-        "mean": mean, "std": std, "freeze_blocks": cfg.freeze_blocks, "normalize": cfg.normalize,
+        "mean": mean, "std": std, "interpolation": interpolation,
+        "freeze_blocks": cfg.freeze_blocks, "normalize": cfg.normalize,
     }
     return TrainingSetup(
         model=model, train=datasets["train"], val=datasets["val"], test=datasets["test"],  # type: ignore[arg-type]

@@ -28,6 +28,16 @@ def test_eval_transform_resizes_and_normalises_chw() -> None:
     assert resize(img, 20) is img
 
 
+def test_resize_interpolation_bicubic_differs_from_bilinear_and_is_checked() -> None:
+    img = np.random.default_rng(0).random((2, 16, 16), np.float32)
+    bicubic, bilinear = resize(img, 40, "bicubic"), resize(img, 40, "bilinear")
+    assert bicubic.shape == bilinear.shape == (2, 40, 40)
+    assert not np.allclose(bicubic, bilinear, atol=1e-3)
+    assert np.allclose(eval_transform(40, [0.0] * 2, [1.0] * 2, "bicubic")(img), bicubic, atol=1e-6)
+    with pytest.raises(ValueError, match="interpolation"):
+        resize(img, 40, "lanczos")
+
+
 def test_medical_augmentation_is_seeded_and_never_flips_vertically() -> None:
     cfg = AugmentConfig(medical=AugmentMedical(affine_degrees=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0,
                                                 hflip=True))

@@ -46,6 +46,13 @@ def test_frozen_weights_bitwise_unchanged_and_trainable_updated(tiny_cache, tiny
     assert not list((tmp_path / "ck").glob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_resize_follows_timms_data_config(tiny_cache, tiny_cfg) -> None:
+    """DeiT3's pretrained data config says bicubic: train and eval resize that way, and meta records it."""
+    s = _setup(tiny_cache(), tiny_cfg(epochs=1))
+    assert s.meta_base["interpolation"] == "bicubic"
+    assert s.train.transform.interpolation == "bicubic"
+
+
 def test_gradient_accumulation_matches_large_batch(tiny_cache, tiny_cfg, tmp_path: Path) -> None:
     cache = tiny_cache()
     states = []
