@@ -13,6 +13,10 @@ import numpy as np
 NO_FINDING = "No Finding"  # ChestX-ray14's "no label" marker in Finding Labels
 LABEL_NODATA = 255  # label-raster value for "no class" (outside the scene footprint)
 TILE_PATTERN = re.compile(r"^(?P<stem>.+)_(?P<y>\d+)_(?P<x>\d+)$")
+# Medical manifest subgroup columns (DICOM PS3.15 Retain Patient Characteristics; medvit.ingest.demographics),
+# after the provenance columns; a missing value is UNKNOWN, never empty.
+SUBGROUP_COLUMNS: tuple[str, ...] = ("sex", "age_band", "view", "manufacturer", "manufacturer_model", "site")
+UNKNOWN = "unknown"
 
 
 def tile_grid(height: int, width: int, tile_size: int, stride: int) -> list[tuple[int, int]]:
