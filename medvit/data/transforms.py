@@ -3,8 +3,9 @@
 Everything stays channel-first. Albumentations 2.x only accepts channel-last
 images, so ``RandAlbumentations`` hands it a *view* (``np.moveaxis``) for the
 duration of the call and moves the axis back on the way out; no other code sees
-HWC. Resize (torch, antialiased, bilinear or bicubic as the model's timm data config says) and the multispectral noise work on
-CHW directly and are safe for any number of channels.
+HWC. Resize (torch, antialiased; bilinear or bicubic as the model's timm data
+config says) and the multispectral noise work on CHW directly and are safe for
+any number of channels.
 
 Order: augment at cache resolution -> resize to ``img_size`` -> normalise ->
 (satellite) additive Gaussian noise in normalised units, i.e. a fixed fraction
