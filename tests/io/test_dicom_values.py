@@ -11,12 +11,18 @@ from pydicom.datadict import keyword_for_tag
 from medvit.io import dicom_values
 
 
-def test_binary_text_and_multi_values(tmp_path: Path) -> None:
+def _secondary_capture(transfer_syntax: str) -> pydicom.Dataset:
+    """An empty Secondary Capture dataset with the file meta ``save_as`` needs."""
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    return ds
+
+
+def test_binary_text_and_multi_values(tmp_path: Path) -> None:
+    ds = _secondary_capture(pydicom.uid.ImplicitVRLittleEndian)
     ds.Rows, ds.PixelRepresentation = 512, 1
     ds.WindowCenter, ds.WindowWidth = ["40", "-600"], ["400", "1500"]
     ds.PatientID = "ID 7 "
@@ -41,11 +47,7 @@ def test_binary_text_and_multi_values(tmp_path: Path) -> None:
 
 
 def test_non_numeric_value_names_the_keyword_not_the_value(tmp_path: Path) -> None:
-    ds = pydicom.Dataset()
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds = _secondary_capture(pydicom.uid.ExplicitVRLittleEndian)
     ds.RescaleSlope, ds.RescaleIntercept = "9.5", ""
     path = tmp_path / "x.dcm"
     ds.save_as(path, enforce_file_format=True)
