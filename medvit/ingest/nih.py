@@ -30,6 +30,8 @@ from medvit.data.cache import SHARD_DIR, shard_path
 from medvit.data.layout import NO_FINDING
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
 from medvit.errors import UserError
+from medvit.ingest.demographics import csv_demographics, dicom_demographics, merge
+from medvit.ingest.images import decode_image_file, is_image_file
 from medvit.ingest.labels import csv_rows, multi_hot, read_csv, vocabulary
 from medvit.ingest.pixels import channel_sums, letterbox
 from medvit.ingest.pool import worker_count, worker_state
@@ -50,6 +52,7 @@ class MedicalLabels:
     by_file: dict[str, tuple[np.ndarray, str]]
     patient_ids: frozenset[str]
     without_images: int
+    demographics: dict[str, dict[str, str]] = field(default_factory=dict)  # file key -> CSV subgroup columns
 
 
 def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence[str]) -> MedicalLabels:
@@ -63,6 +66,10 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
             ``Finding Labels``, unknown label names, or no row matching any file.
     """
     frame = read_csv(path, ("Image Index", "Finding Labels"))
+    # ChestX-ray14's optional demographic columns (Data_Entry_2017.csv).
+    demo = [csv_demographics(*cells) for cells in zip(*(
+        frame[c].tolist() if c in frame.columns else [None] * len(frame)
+        for c in ("Patient Gender", "Patient Age", "View Position")))]
     index = frame["Image Index"].str.strip()
     dup = index.duplicated(keep=False)
     if dup.any():
@@ -79,6 +86,7 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
     for f in files:
         by_name.setdefault(f.rpartition("/")[2], []).append(f)  # files are '/'-separated relative paths
     by_file: dict[str, tuple[np.ndarray, str]] = {}
+    demographics: dict[str, dict[str, str]] = {}
     ambiguous, missing = [], 0
     positions = {n: i for i, n in enumerate(names)}
     for i, (key, cell, pid) in enumerate(zip(index.tolist(), frame["Finding Labels"].tolist(), pids)):
@@ -95,13 +103,14 @@ def match_medical_labels(path: Path, files: Sequence[str], label_names: Sequence
             missing += 1
         else:
             by_file[hits[0]] = (multi_hot(cell, names, positions), pid)
+            demographics[hits[0]] = demo[i]
     if ambiguous:
         raise UserError(f"{path}: 'Image Index' on rows {csv_rows(ambiguous)} matches several files; "
                         "use paths relative to the image folder to disambiguate")
     if not by_file and len(frame):
         raise UserError(f"{path}: none of its {len(frame)} 'Image Index' values matches a file under the raw "
                         "folder; check --raw and --labels")
-    return MedicalLabels(names, by_file, frozenset(p for p in pids if p), missing)
+    return MedicalLabels(names, by_file, frozenset(p for p in pids if p), missing, demographics)
 
 
 # --------------------------------------------------------------------------- workers
@@ -125,12 +134,17 @@ class FileTask:
     path: str
     labels: np.ndarray | None       # (L,) 0/1; None: not in the labels file
     patient_id: str                 # labels-CSV Patient ID, "" when absent
+    demographics: dict[str, str] | None = None  # subgroup columns from the labels CSV (header values win)
 
 
 def decode_file(task: FileTask) -> TaskResult:
-    """Decode one DICOM file (all its kept frames) into resized cache samples."""
+    """Decode one DICOM file (all its kept frames), or one PNG/JPEG, into resized cache samples."""
     state = worker_state(NihWorkerState)
     pseudo = state.pseudo
+    if is_image_file(task.path):
+        return decode_image_file(task.key, task.path, task.labels, task.patient_id, pseudo=pseudo,
+                                 image_size=state.image_size, all_pids=state.all_pids,
+                                 demographics=task.demographics)
     known_ids = [task.patient_id] if task.patient_id else []
     result = TaskResult(key=task.key, source=pseudo.source(task.key, known_ids))
     try:
@@ -147,11 +161,12 @@ def decode_file(task: FileTask) -> TaskResult:
         study = str(header.get("StudyInstanceUID") or "").strip()
         group = pseudo.patient(patient if patient else f"study:{study}" if study else f"file:{task.key}")
         columns = deidentify(header, pseudo)
+        subgroups = merge(dicom_demographics(header, pseudo), task.demographics)
         for frame, image in frames:
             image = letterbox(image, state.image_size)
             meta = {"id": pseudo.sample(task.key, frame), "group": group, "source": result.source,
                     "frame": frame, **columns, "transfer_syntax": info.transfer_syntax,
-                    "decoder": info.plugin, "voi": state.dicom.voi}
+                    "decoder": info.plugin, "voi": state.dicom.voi, **subgroups}
             result.samples.append(Sample(image=image, meta=meta, labels=task.labels, sums=channel_sums(image)))
         result.decoder = (info.transfer_syntax, info.plugin)
     except DicomReject as err:
@@ -251,7 +266,7 @@ class NihSource(Source):
         tasks = []
         for k, rk, p in zip(relative_keys(self.files, self.raw), self.root_keys, self.files):
             labels, pid = self.table.by_file.get(rk, (None, ""))
-            tasks.append(FileTask(k, str(p), labels, pid))
+            tasks.append(FileTask(k, str(p), labels, pid, self.table.demographics.get(rk)))
         self.shard_dir = self.tmp / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         state = NihWorkerState(

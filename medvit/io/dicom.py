@@ -38,6 +38,9 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "StudyInstanceUID", "PatientID", "PatientName", "OtherPatientIDs", "OtherPatientNames",
     "AccessionNumber", "StudyID", "PatientBirthDate", "MedicalRecordLocator", "AdmissionID",
     "BurnedInAnnotation",
+    # Retained patient characteristics and device (medvit.ingest.demographics); InstitutionName and
+    # StudyDate only ever leave as a keyed site pseudonym and an age band.
+    "PatientSex", "PatientAge", "StudyDate", "Manufacturer", "ManufacturerModelName", "InstitutionName",
 )
 _HEADER_TAGS: dict[str, int] = {k: int(pydicom.datadict.tag_for_keyword(k)) for k in HEADER_KEYWORDS}  # type: ignore[arg-type]
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
