@@ -4,8 +4,14 @@ Pure numpy/scikit-learn with no medvit imports, below train, zeroshot and
 evaluate in the import order, so every stage reports the same
 ``<split>/<metric>`` names computed the same way.
 
-A label with a single class in a split has no AUROC/AP: it is reported as NaN
-per label, left out of the macro average, and counted in ``n_labels_skipped``.
+Unknown targets are NaN (an ignored uncertain or blank label, see
+``data/manifest.py``). Every metric masks them with ``np.isfinite``: a label's
+metrics use its known rows only, the micro average pools the known (sample,
+label) entries only, and ``n_known`` counts them per label.
+
+A label without both classes among its known rows in a split has no AUROC/AP:
+it is reported as NaN per label, left out of the macro average, and counted in
+``n_labels_skipped``.
 
 ``per_label``/``summary`` are the quick per-epoch numbers. ``ranking_metrics``
 and ``threshold_metrics`` take a (B, N) matrix of sample weights and return B
@@ -87,29 +93,55 @@ def bootstrapped() -> tuple[Metric, ...]:
     return tuple(m for m in METRICS if m.bootstrap)
 
 
+def known_mask(y_true: np.ndarray) -> np.ndarray:
+    """Boolean mask of the known targets (same shape): False where the target is NaN (unknown)."""
+    return np.isfinite(np.asarray(y_true, dtype=np.float64))
+
+
+def label_counts(y_true: np.ndarray) -> dict[str, np.ndarray]:
+    """(L,) ``n_known``, ``n_pos`` and ``n_neg`` of (N, L) targets (unknown entries count in none)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    known = np.isfinite(y)
+    n_known = known.sum(axis=0)
+    n_pos = np.where(known, y > 0.5, False).sum(axis=0)
+    return {"n_known": n_known, "n_pos": n_pos, "n_neg": n_known - n_pos}
+
+
 def valid_labels(y_true: np.ndarray) -> np.ndarray:
-    """(L,) bool: labels with both classes present."""
-    pos = y_true.sum(axis=0)
-    return (pos > 0) & (pos < y_true.shape[0])
+    """(L,) bool: labels with both classes among their known rows."""
+    c = label_counts(y_true)
+    return (c["n_pos"] > 0) & (c["n_neg"] > 0)
+
+
+def prevalence(y_true: np.ndarray) -> np.ndarray:
+    """(L,) positive rate among each label's known rows (NaN for a label without known rows)."""
+    c = label_counts(y_true)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(c["n_known"] > 0, c["n_pos"] / np.maximum(c["n_known"], 1), np.nan)
 
 
 def per_label(y_true: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-label ``auroc`` and ``ap`` (NaN where a label has one class) and ``prevalence``."""
+    """Per-label ``auroc`` and ``ap`` on known rows (NaN without both classes), ``prevalence``, ``n_known``."""
     y_true = np.asarray(y_true, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if y_true.shape != scores.shape or y_true.ndim != 2:
         raise ValueError(f"y_true {y_true.shape} and scores {scores.shape} must both be (N, L)")
     ok = valid_labels(y_true)
+    known = known_mask(y_true)
     auroc = np.full(y_true.shape[1], np.nan)
     ap = np.full(y_true.shape[1], np.nan)
     for j in np.flatnonzero(ok):
-        auroc[j] = roc_auc_score(y_true[:, j], scores[:, j])
-        ap[j] = average_precision_score(y_true[:, j], scores[:, j])
-    return {"auroc": auroc, "ap": ap, "prevalence": y_true.mean(axis=0) if len(y_true) else np.zeros(y_true.shape[1])}
+        k = known[:, j]
+        auroc[j] = roc_auc_score(y_true[k, j], scores[k, j])
+        ap[j] = average_precision_score(y_true[k, j], scores[k, j])
+    return {"auroc": auroc, "ap": ap, "prevalence": prevalence(y_true), "n_known": known.sum(axis=0)}
 
 
 def summary(y_true: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[str, float]:
-    """Macro and micro AUROC/AP, e.g. ``{prefix}auroc_macro``; NaN-free when any label is valid."""
+    """Macro and micro AUROC/AP, e.g. ``{prefix}auroc_macro``; NaN-free when any label is valid.
+
+    Unknown (NaN) targets are left out: per label, and from the pooled micro average.
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     pl = per_label(y_true, scores)
@@ -119,7 +151,8 @@ def summary(y_true: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[st
         f"{prefix}ap_macro": float(np.mean(pl["ap"][ok])) if ok.any() else float("nan"),
         f"{prefix}n_labels_skipped": float((~ok).sum()),
     }
-    flat_t, flat_s = y_true.ravel(), scores.ravel()
+    known = known_mask(y_true).ravel()
+    flat_t, flat_s = y_true.ravel()[known], scores.ravel()[known]
     if 0 < flat_t.sum() < flat_t.size:
         out[f"{prefix}auroc_micro"] = float(roc_auc_score(flat_t, flat_s))
         out[f"{prefix}ap_micro"] = float(average_precision_score(flat_t, flat_s))
@@ -218,13 +251,46 @@ def ranking_metrics(
     return out
 
 
+def label_ranking_metrics(
+    y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray, fixed_specificity: float = 0.9
+) -> dict[str, np.ndarray]:
+    """``ranking_metrics`` of every label of (N, L) arrays on its known rows: metric -> (B, L).
+
+    A label's unknown (NaN) rows are not passed on at all, so their scores and
+    weights cannot matter; ``index`` keeps each known row on its sample's weights.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    known = known_mask(y)
+    n_rows = np.atleast_2d(weights).shape[0]
+    out = {k: np.full((n_rows, y.shape[1]), np.nan) for k in ("auroc", "ap", "sens_at_spec")}
+    for j in range(y.shape[1]):
+        rows = np.flatnonzero(known[:, j])
+        for k, v in ranking_metrics(y[rows, j], s[rows, j], weights, fixed_specificity, index=rows).items():
+            out[k][:, j] = v
+    return out
+
+
+def micro_ranking_metrics(
+    y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray, fixed_specificity: float = 0.9
+) -> dict[str, np.ndarray]:
+    """``ranking_metrics`` of the known (sample, label) entries pooled, each on its sample's weight: (B,)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    known = known_mask(y).ravel()
+    index = np.repeat(np.arange(y.shape[0]), y.shape[1])[known]  # ravel() of (N, L) is row-major
+    return ranking_metrics(y.ravel()[known], s.ravel()[known], weights, fixed_specificity, index=index)
+
+
 def threshold_metrics(
     y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, weights: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Sensitivity, specificity, PPV and F1 when ``score >= threshold`` predicts positive.
 
+    Unknown (NaN) targets count as neither positive nor negative, nor as a call.
+
     Args:
-        y_true: (N, L) 0/1 targets.
+        y_true: (N, L) 0/1 targets, NaN where unknown.
         scores: (N, L) scores.
         thresholds: (L,) one threshold per label.
         weights: (B, N) sample weights (default: one row of ones).
@@ -233,12 +299,14 @@ def threshold_metrics(
         ``sensitivity``, ``specificity``, ``ppv``, ``f1``: (B, L), NaN where undefined
         (sensitivity without positives, specificity without negatives, ...).
     """
-    y = np.asarray(y_true, dtype=np.float64)
+    y_raw = np.asarray(y_true, dtype=np.float64)
+    known = np.isfinite(y_raw).astype(np.float64)
+    y = np.where(known > 0, y_raw, 0.0)  # (N, L) 0/1, unknown -> 0 and masked by ``known``
     thr = np.asarray(thresholds, dtype=np.float64)[None, :]
-    pred = (np.asarray(scores, dtype=np.float64) >= thr).astype(np.float64)
+    pred = (np.asarray(scores, dtype=np.float64) >= thr).astype(np.float64) * known
     w = np.ones((1, y.shape[0])) if weights is None else np.atleast_2d(weights).astype(np.float64)
     tp, fp = w @ (y * pred), w @ ((1 - y) * pred)  # (B, L)
-    n_pos, n_neg = w @ y, w @ (1 - y)
+    n_pos, n_neg = w @ y, w @ ((1 - y) * known)
     with np.errstate(divide="ignore", invalid="ignore"):
         sens = np.where(n_pos > 0, tp / n_pos, np.nan)
         spec = np.where(n_neg > 0, 1.0 - fp / n_neg, np.nan)
@@ -249,10 +317,6 @@ def threshold_metrics(
 
 
 def sensitivity_at_specificity(y_true: np.ndarray, scores: np.ndarray, specificity: float) -> np.ndarray:
-    """(L,) best sensitivity among thresholds with specificity >= ``specificity`` (NaN: one class)."""
-    y_true, scores = np.asarray(y_true), np.asarray(scores)
-    ones = np.ones((1, y_true.shape[0]))
-    return np.array([
-        ranking_metrics(y_true[:, j], scores[:, j], ones, specificity)["sens_at_spec"][0]
-        for j in range(y_true.shape[1])
-    ])
+    """(L,) best sensitivity among thresholds with specificity >= ``specificity`` on known rows (NaN: one class)."""
+    y_true = np.asarray(y_true)
+    return label_ranking_metrics(y_true, scores, np.ones((1, y_true.shape[0])), specificity)["sens_at_spec"][0]

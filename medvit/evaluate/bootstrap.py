@@ -11,7 +11,9 @@ is scored on the *same* resamples, which makes the paired comparison valid.
 Intervals are percentile intervals of the resampled statistic (Efron &
 Tibshirani 1993, ch. 13). A resample in which a label loses one class gives NaN
 for that label; it is left out of that resample's macro mean and of the
-label's interval.
+label's interval. Unknown (NaN) targets are masked by the metrics
+(``medvit.metrics``): a label is scored on its known rows, each still weighted
+by its group's multiplicity.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from medvit.metrics import bootstrapped, ranking_metrics, threshold_metrics, valid_labels
+from medvit.metrics import (bootstrapped, label_counts, label_ranking_metrics, micro_ranking_metrics, prevalence,
+                            threshold_metrics, valid_labels)
 
 # The bootstrapped entries of ``metrics.METRICS``, in its order.
 LABEL_METRICS: tuple[str, ...] = tuple(m.name for m in bootstrapped())
@@ -87,22 +90,16 @@ def _label_metrics(
     y: np.ndarray, s: np.ndarray, thresholds: np.ndarray, weights: np.ndarray, fixed_specificity: float
 ) -> dict[str, np.ndarray]:
     """metric -> (B, L) under ``weights``, for every name in ``LABEL_METRICS`` (in its order)."""
-    ranking: dict[str, list[np.ndarray]] = {}
-    for j in range(y.shape[1]):
-        for k, v in ranking_metrics(y[:, j], s[:, j], weights, fixed_specificity).items():
-            ranking.setdefault(k, []).append(v)
-    res = {k: np.stack(v, axis=1) for k, v in ranking.items()}
+    res = label_ranking_metrics(y, s, weights, fixed_specificity)
     res.update(threshold_metrics(y, s, thresholds, weights))
-    empty = np.zeros((weights.shape[0], 0))  # no labels: ranking_metrics never ran
-    return {k: res.get(k, empty) if y.shape[1] == 0 else res[k] for k in LABEL_METRICS}
+    return {k: res[k] for k in LABEL_METRICS}
 
 
 def _micro_metrics(
     y: np.ndarray, s: np.ndarray, weights: np.ndarray, fixed_specificity: float
 ) -> dict[str, np.ndarray]:
-    """metric -> (B,) over all (sample, label) pairs pooled, each weighted by its sample's weight."""
-    index = np.repeat(np.arange(y.shape[0]), y.shape[1])  # ravel() of (N, L) is row-major
-    r = ranking_metrics(y.ravel(), s.ravel(), weights, fixed_specificity, index=index)
+    """metric -> (B,) over all known (sample, label) pairs pooled, each weighted by its sample's weight."""
+    r = micro_ranking_metrics(y, s, weights, fixed_specificity)
     return {k: r[k] for k in MICRO_METRICS}
 
 
@@ -115,11 +112,13 @@ def model_stats(
 ) -> ModelStats:
     """Per-label and macro/micro metrics, point estimates plus one replicate per weight row.
 
-    Macro means run over the labels with both classes in the full split; the
-    others are NaN per label and not counted (see ``metrics.valid_labels``).
+    Macro means run over the labels with both classes among their known rows in
+    the full split; the others are NaN per label and not counted (see
+    ``metrics.valid_labels``). ``label`` also holds ``prevalence`` and the known
+    count ``n_known`` per label.
 
     Args:
-        y_true: (N, L) targets.
+        y_true: (N, L) targets, NaN where unknown.
         scores: (N, L) scores.
         thresholds: (L,) operating thresholds (chosen on val).
         weights: (B, N) group-resample weights (B may be 0).
@@ -140,7 +139,8 @@ def model_stats(
         else:
             stats.label_samples = per
             stats.summary_samples = {**macro, **micro}
-    stats.label["prevalence"] = y.mean(axis=0) if len(y) else np.zeros(y.shape[1])
+    stats.label["prevalence"] = prevalence(y)
+    stats.label["n_known"] = label_counts(y)["n_known"].astype(np.float64)
     return stats
 
 

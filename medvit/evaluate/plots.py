@@ -25,31 +25,33 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medvit.evaluate.calibration import reliability_bins
-from medvit.metrics import valid_labels
+from medvit.metrics import known_mask, valid_labels
 
 POOLED = "(all labels)"
 _DIGITS = 6
 
 
 def roc_frame(y_true: np.ndarray, scores: Mapping[str, np.ndarray], label_names: Sequence[str]) -> pd.DataFrame:
-    """ROC points per model and label (labels with one class have no curve)."""
+    """ROC points per model and label on its known rows (labels with one class have no curve)."""
     rows = []
-    ok = valid_labels(y_true)
+    ok, known = valid_labels(y_true), known_mask(y_true)
     for model, s in scores.items():
         for j in np.flatnonzero(ok):
-            fpr, tpr, _ = roc_curve(y_true[:, j], s[:, j])
+            k = known[:, j]
+            fpr, tpr, _ = roc_curve(y_true[k, j], s[k, j])
             rows.append(pd.DataFrame({"model": model, "label": label_names[j], "fpr": fpr, "tpr": tpr}))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["model", "label", "fpr", "tpr"])
     return out.round(_DIGITS)
 
 
 def pr_frame(y_true: np.ndarray, scores: Mapping[str, np.ndarray], label_names: Sequence[str]) -> pd.DataFrame:
-    """Precision-recall points per model and label, in order of decreasing threshold."""
+    """Precision-recall points per model and label on its known rows, in order of decreasing threshold."""
     rows = []
-    ok = valid_labels(y_true)
+    ok, known = valid_labels(y_true), known_mask(y_true)
     for model, s in scores.items():
         for j in np.flatnonzero(ok):
-            precision, recall, _ = precision_recall_curve(y_true[:, j], s[:, j])
+            k = known[:, j]
+            precision, recall, _ = precision_recall_curve(y_true[k, j], s[k, j])
             rows.append(pd.DataFrame({"model": model, "label": label_names[j],
                                       "recall": recall[::-1], "precision": precision[::-1]}))
     columns = ["model", "label", "recall", "precision"]
@@ -60,7 +62,9 @@ def pr_frame(y_true: np.ndarray, scores: Mapping[str, np.ndarray], label_names: 
 def reliability_frame(
     y_true: np.ndarray, scores: Mapping[str, np.ndarray], label_names: Sequence[str], n_bins: int
 ) -> pd.DataFrame:
-    """Non-empty reliability bins per model, per label and pooled over labels (label ``(all labels)``)."""
+    """Non-empty reliability bins per model, per label and pooled over labels (label ``(all labels)``).
+
+    Unknown (NaN) targets fall in no bin (``calibration.reliability_bins``)."""
     rows = []
     for model, s in scores.items():
         parts = [(POOLED, y_true, s)] + [(n, y_true[:, j], s[:, j]) for j, n in enumerate(label_names)]

@@ -7,6 +7,12 @@ into ``metrics.json`` (names ``<split>/<metric>[_ci_low|_ci_high]``, per label
 ``test/<label>/<metric>``, each baseline nested under its name), ``thresholds.json``,
 ``per_label.csv`` (every model, with CIs) and the comparison table as Markdown,
 HTML and console text.
+
+Unknown (NaN) targets are masked in every metric (``medvit.metrics``): a label is
+scored on its known rows, and the reports show that known count per label
+(``test/<label>/n_known``, ``per_label.csv`` column ``n_known``, the comparison
+table, ``thresholds.json``'s ``n_known_val``). A label without both classes among
+its known rows is reported and left out of the macro averages.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from medvit.evaluate.bootstrap import (LABEL_METRICS, ModelStats, group_weights,
 from medvit.evaluate.calibration import ece, ece_per_label
 from medvit.evaluate.inputs import FINETUNE
 from medvit.evaluate.thresholds import choose_thresholds
-from medvit.metrics import METRICS, bootstrapped, summary, summary_names, valid_labels
+from medvit.metrics import METRICS, bootstrapped, label_counts, summary, summary_names, valid_labels
 
 # Names from the one list in ``medvit.metrics``.
 SUMMARY_METRICS: tuple[str, ...] = tuple(summary_names(bootstrapped()))  # with bootstrap CIs
@@ -56,9 +62,16 @@ class Evaluation:
     skipped_test: list[str]
     n_test: int
     n_test_groups: int
+    n_known_val: np.ndarray  # (L,) known (not NaN) val targets per label
+    n_known_test: np.ndarray  # (L,) known test targets per label
     n_resamples: int
     ci_level: float
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_unknown_test(self) -> int:
+        """Unknown (masked) test targets over all labels."""
+        return int(self.n_test * len(self.label_names) - self.n_known_test.sum())
 
     @property
     def valid_mask(self) -> np.ndarray:
@@ -105,7 +118,7 @@ def evaluate(
 
     Args:
         label_names: the manifest's label order.
-        y_val, y_test: (N_split, L) targets.
+        y_val, y_test: (N_split, L) targets, NaN where unknown (masked everywhere).
         test_groups: (N_test,) group of each test sample; the bootstrap resamples these.
         val_scores, test_scores: model -> (N_split, L) scores aligned with the targets.
         cfg: the ``evaluate`` params.
@@ -130,6 +143,7 @@ def evaluate(
         skipped_val=[n for n, ok in zip(label_names, valid_labels(y_val)) if not ok],
         skipped_test=[n for n, ok in zip(label_names, valid_labels(y_test)) if not ok],
         n_test=len(y_test), n_test_groups=len(set(map(str, test_groups))),
+        n_known_val=label_counts(y_val)["n_known"], n_known_test=label_counts(y_test)["n_known"],
         n_resamples=int(weights.shape[0]), ci_level=cfg.ci_level, settings=cfg.model_dump(mode="json"),
     )
 
@@ -165,6 +179,7 @@ def metrics_json(ev: Evaluation) -> dict[str, Any]:
             lo, hi = ev.label_ci(FINETUNE, k, j)
             out.update({f"{key}/{k}": st.label[k][j], f"{key}/{k}_ci_low": lo, f"{key}/{k}_ci_high": hi})
         out[f"{key}/prevalence"] = st.label["prevalence"][j]
+        out[f"{key}/n_known"] = int(ev.n_known_test[j])
         out.update({f"{key}/{k}": v[j] for k, v in ev.point_label(FINETUNE).items()})
     out.update({
         "n_labels_skipped": len(ev.skipped_test), "test/n_labels_skipped": len(ev.skipped_test),
@@ -201,6 +216,7 @@ def thresholds_json(ev: Evaluation) -> dict[str, Any]:
         "label_names": list(ev.label_names), "thresholds": per(FINETUNE),
         "fallback_labels": ev.threshold_fallback[FINETUNE],
         "labels_skipped_val": ev.skipped_val, "labels_skipped_test": ev.skipped_test,
+        "n_known_val": {n: int(c) for n, c in zip(ev.label_names, ev.n_known_val)},
         "baselines": {b: {"thresholds": per(b), "fallback_labels": ev.threshold_fallback[b]} for b in ev.models[1:]},
     }
 
@@ -251,15 +267,20 @@ def summary_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
 
 
 def label_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """Headers and one row per label: prevalence, each model's AUROC [CI], fine-tuned operating point."""
-    headers = ["label", "prevalence (test)"] + [f"AUROC {m}" for m in ev.models] + [
+    """Headers and one row per label: known count, prevalence, each model's AUROC [CI], fine-tuned operating point.
+
+    The known count is the test rows whose target is known (not an ignored uncertain/blank entry);
+    every metric of the label uses those rows only.
+    """
+    headers = ["label", "known (test)", "prevalence (test)"] + [f"AUROC {m}" for m in ev.models] + [
         f"threshold ({ev.settings['threshold_method']})", "F1", "sens", "spec"]
     rows = []
     ft = ev.test[FINETUNE]
     for j, name in enumerate(ev.label_names):
-        row = [name, _fmt(ft.label["prevalence"][j])]
+        row = [name, f"{int(ev.n_known_test[j])}/{ev.n_test}", _fmt(ft.label["prevalence"][j])]
         if name in ev.skipped_test:
-            row += ["skipped: one class in test"] * len(ev.models)
+            why = "one class in test" if ev.n_known_test[j] == ev.n_test else "one class among known test rows"
+            row += [f"skipped: {why}"] * len(ev.models)
         else:
             row += [_fmt(ev.test[m].label["auroc"][j], *ev.label_ci(m, "auroc", j)) for m in ev.models]
         fallback = " (fallback)" if name in ev.threshold_fallback[FINETUNE] else ""
@@ -280,9 +301,12 @@ def _notes(ev: Evaluation, notes: Sequence[str]) -> list[str]:
         + (f", target sensitivity {s['target_sensitivity']:g}" if s["threshold_method"] == "sensitivity" else "")
         + f") and applied unchanged to test. ECE: {s['ece_bins']} equal-width bins, all labels pooled.",
     ]
+    if ev.n_unknown_test:
+        out.append(f"{ev.n_unknown_test} unknown (ignored uncertain/blank) test label(s) are masked: each label "
+                   "is scored on its known rows only (column 'known'), in every metric, threshold and resample.")
     if ev.skipped_test:
-        out.append(f"{len(ev.skipped_test)} label(s) with a single class in test, left out of every macro "
-                   f"average: {', '.join(ev.skipped_test)}.")
+        out.append(f"{len(ev.skipped_test)} label(s) with a single class among the known test rows, left out of "
+                   f"every macro average: {', '.join(ev.skipped_test)}.")
     return out + list(notes)
 
 

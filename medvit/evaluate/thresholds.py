@@ -9,7 +9,9 @@ the distinct validation scores (the ROC operating points):
   i.e. the most specific operating point that meets a screening requirement.
 
 Ties between operating points go to the highest threshold (fewest positive calls).
-A label with one class on val has no ROC; it gets ``FALLBACK_THRESHOLD`` and is listed.
+Unknown (NaN) val targets are left out: a label's threshold is chosen on its known
+rows. A label with one class among its known val rows has no ROC; it gets
+``FALLBACK_THRESHOLD`` and is listed.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ def _first_max(values: np.ndarray) -> int:
 def choose_threshold(
     y_true: np.ndarray, scores: np.ndarray, method: Method, target_sensitivity: float = 0.9
 ) -> float | None:
-    """Threshold for one label; None when val has a single class.
+    """Threshold for one label; None when its known val rows have a single class.
 
     Args:
-        y_true: (N,) 0/1 targets.
+        y_true: (N,) 0/1 targets, NaN where unknown (left out).
         scores: (N,) scores.
         method: youden | f1 | sensitivity.
         target_sensitivity: used by ``sensitivity``.
     """
     y = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64)
+    known = np.isfinite(y)
+    y, s = y[known], np.asarray(scores, dtype=np.float64)[known]
     n_pos = y.sum()
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
