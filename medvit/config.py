@@ -76,11 +76,19 @@ class IngestMedical(Section):
     percentiles: tuple[float, float] = (0.5, 99.5)
     multiframe: Literal["first", "all"] = "first"
     allow_burned_in: bool = False
+    # Labels CSV layout; null: detected from the CSV header (medvit.ingest.registry).
+    label_format: Literal["nih", "chexpert", "mimic"] | None = None
+    metadata: str | None = None  # mimic: metadata CSV, relative to the raw folder (null: the published name)
+    uncertain: Literal["ones", "zeros", "ignore"] = "ignore"  # chexpert/mimic -1.0; ignore = unknown (masked)
+    blank: Literal["zeros", "ignore"] = "zeros"               # chexpert/mimic blank cell ("not mentioned")
+    views: tuple[str, ...] = ()  # keep only these view positions (PA, AP, LL, LATERAL, ...); empty: all
 
     @model_validator(mode="after")
     def _window_given(self) -> "IngestMedical":
         if self.voi == "window" and self.window is None:
             raise ValueError("voi: window needs window: [center, width]")
+        if any(v != v.strip().upper() or not v for v in self.views):
+            raise ValueError("views are upper-case view positions as DICOM ViewPosition writes them (PA, AP, LL, ...)")
         return self
 
 

@@ -2,8 +2,11 @@
 
 ``manifest.csv`` columns: ``id, group, split, source, shard, index``, then
 provenance columns (domain specific, e.g. ``crs``, ``transform``, ``bounds``,
-``frame``, ``photometric``), then one 0/1 column per label, named
-``label:<name>`` so a label can never collide with a fixed column.
+``frame``, ``photometric``), then one column per label, named
+``label:<name>`` so a label can never collide with a fixed column, holding ``1``,
+``0`` or an empty cell: unknown (an ignored uncertain or blank entry of a
+CheXpert / MIMIC-CXR labels file), NaN in :meth:`Manifest.labels`; every later
+stage masks it.
 The label order is ``labels.json["label_names"]``.
 """
 
@@ -47,7 +50,7 @@ class Manifest:
         return self.frame[self.frame["split"] == split].reset_index(drop=True)
 
     def labels(self, split: str | None = None) -> np.ndarray:
-        """(N, L) float32 multi-hot targets (all rows when split is None)."""
+        """(N, L) float32 multi-hot targets, NaN where unknown (all rows when split is None)."""
         df = self.frame if split is None else self.split(split)
         return df[[label_column(n) for n in self.label_names]].to_numpy(np.float32)
 

@@ -81,3 +81,51 @@ def read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
         raise UserError(f"{path}: missing column(s) {missing}; expected {list(required)} "
                         f"(found {list(frame.columns)})")
     return frame
+
+
+# --------------------------------------------------------------------------- one column per finding
+UNCERTAIN = -1.0  # CheXpert / MIMIC-CXR: the labeler found the finding uncertain
+POLICY_VALUE = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}  # ignore: unknown, masked downstream
+
+
+def finding_columns(columns: Sequence[str], label_names: Sequence[str], path: Path) -> tuple[str, ...]:
+    """The finding columns to read: ``label_names`` when set (each must be a column), else all but ``No Finding``.
+
+    Raises:
+        UserError: a name in ``label_names`` that is not a column, or no finding column at all.
+    """
+    if label_names:
+        missing = [n for n in label_names if n not in columns]
+        if missing:
+            raise UserError(f"{path}: no column(s) {missing} for ingest.medical.label_names; the file's finding "
+                            f"columns are {list(columns)}; fix label_names in params.yaml")
+        return tuple(label_names)
+    names = tuple(c for c in columns if c != NO_FINDING)
+    if not names:
+        raise UserError(f"{path}: no finding columns; a classifier needs at least one finding")
+    return names
+
+
+def finding_values(frame: pd.DataFrame, names: Sequence[str], path: Path, uncertain: str,
+                   blank: str) -> np.ndarray:
+    """(N, L) float32 labels of CheXpert-style cells: ``1.0``, ``0.0``, ``-1.0`` (uncertain) or blank.
+
+    ``uncertain`` (ones | zeros | ignore) maps ``-1.0``, ``blank`` (zeros | ignore) maps a blank cell;
+    ``ignore`` gives NaN, stored as unknown in the manifest.
+
+    Raises:
+        UserError: any other value (``2.0``, ``yes``), naming the file, the rows and the column.
+    """
+    out = np.empty((len(frame), len(names)), np.float32)
+    for j, name in enumerate(names):
+        cells = frame[name].str.strip()
+        value = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64)
+        empty = (cells == "").to_numpy()
+        bad = ~empty & ~np.isin(value, (1.0, 0.0, UNCERTAIN))
+        if bad.any():
+            raise UserError(f"{path}: column '{name}' rows {csv_rows(np.flatnonzero(bad))}: not a label value; "
+                            "write 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or leave the cell blank")
+        value[value == UNCERTAIN] = POLICY_VALUE[uncertain]
+        value[empty] = POLICY_VALUE[blank]
+        out[:, j] = value
+    return out

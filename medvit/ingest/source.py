@@ -4,7 +4,7 @@ A source turns one raw folder and its labels into cache samples. ``ingest``
 calls, in this order:
 
 1. :meth:`Source.list_inputs`: the input files (each ends up in the manifest
-   XOR in ``rejects.csv``);
+   XOR in ``rejects.csv`` XOR counted as left out by a filter, e.g. ``ingest.medical.views``);
 2. :meth:`Source.read_labels`: read and check the labels; the label names;
 3. :meth:`Source.plan`: the decode pass as a :class:`Plan`: tasks, the
    module-level function that decodes one task in a worker, and the typed worker
@@ -37,7 +37,7 @@ class Sample:
 
     image: np.ndarray | None          # (C, H, W) float32, no NaN; None once a worker wrote it (``loc``)
     meta: dict[str, Any]              # id, group, source + provenance columns
-    labels: np.ndarray                # (L,) 0/1
+    labels: np.ndarray                # (L,) 0/1, float32 NaN = unknown (an ignored uncertain or blank entry)
     sums: np.ndarray                  # (3, C) float64: sum, sum of squares, count of valid pixels
     mask: bytes | None = None         # packed (C, H, W) nodata mask, None when all valid
     loc: tuple[int, int] | None = None  # (part, index) in its block's part files, when a worker wrote it
@@ -51,6 +51,7 @@ class TaskResult:
     source: str                       # PHI-safe source column value
     samples: list[Sample] = field(default_factory=list)
     reject: str | None = None
+    filtered: str | None = None       # left out by a params filter (e.g. "view LATERAL"): not a reject
     counters: Counter = field(default_factory=Counter)
     decoder: tuple[str, str] | None = None  # (transfer syntax, decoder plugin)
 
@@ -64,6 +65,7 @@ class Collected:
     labels: list[np.ndarray] = field(default_factory=list)     # (L,) each
     sums: list[np.ndarray] = field(default_factory=list)       # (3, C) each
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    filtered: Counter = field(default_factory=Counter)           # reason -> input files left out by a filter
     n_ingested: int = 0
 
     def add(self, row: dict[str, Any], labels: np.ndarray, sums: np.ndarray) -> None:
@@ -75,6 +77,10 @@ class Collected:
     def reject(self, source: str, reason: str) -> None:
         """Record one input file that yields no sample."""
         self.rejects.append((source, reason))
+
+    def filter(self, reason: str) -> None:
+        """Count one input file a params filter left out (counted by reason, not a reject)."""
+        self.filtered[reason] += 1
 
 
 @dataclass
@@ -119,6 +125,11 @@ class Source(ABC):
     @abstractmethod
     def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
         """Where the labels lie inside ``raw`` in the layout the sample stage writes (``--labels`` default)."""
+
+    @classmethod
+    def detect(cls, labels: Path) -> bool:
+        """Whether ``labels`` is in this format (asked when the format param is null; see the registry)."""
+        return False
 
     @abstractmethod
     def list_inputs(self) -> list[Path]:
