@@ -67,7 +67,9 @@ PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
 
 
 def syntax_name(uid: str) -> str:
-    """Human-readable transfer syntax name (PS3.6 Annex A), or the UID when unknown."""
+    """Human-readable transfer syntax name (PS3.6 Annex A), or the UID when unknown (a non-UID as it is)."""
+    if not uid[:1].isdigit():  # e.g. "PNG" for a PNG/JPEG radiograph's decoder entry in report.json
+        return uid
     name = UID(uid).name
     return name if name and name != uid else uid
 
