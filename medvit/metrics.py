@@ -26,6 +26,7 @@ new metric is an entry here plus its computation (``ranking_metrics`` /
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +77,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("ece", "ECE", micro=True, bootstrap=False, table=("micro",)),
 )
 # Counts reported beside the metrics (``test/<name>``) and tagged on registered versions.
-COUNTS: tuple[str, ...] = ("n_labels_skipped", "n_samples", "n_groups")
+# ``n_unknown``: unknown (masked) test targets over all labels.
+COUNTS: tuple[str, ...] = ("n_labels_skipped", "n_samples", "n_groups", "n_unknown")
 # The summary the quality gate judges and compares with the baselines.
 PRIMARY = "auroc_macro"
+
+
+def metric_key(name: str) -> str:
+    """A label name made safe inside an MLflow metric name (letters, digits, ``_-. :``): ``test/<key>/auroc``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :]", "_", name)
 
 
 def summary_names(metrics: tuple[Metric, ...] | None = None) -> list[str]:

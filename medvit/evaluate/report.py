@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -32,17 +31,13 @@ from medvit.evaluate.bootstrap import (LABEL_METRICS, ModelStats, group_weights,
 from medvit.evaluate.calibration import ece, ece_per_label
 from medvit.evaluate.inputs import FINETUNE
 from medvit.evaluate.thresholds import choose_thresholds
-from medvit.metrics import METRICS, bootstrapped, label_counts, summary, summary_names, valid_labels
+from medvit.metrics import (METRICS, bootstrapped, label_counts, metric_key, summary, summary_names,
+                            valid_labels)
 
 # Names from the one list in ``medvit.metrics``.
 SUMMARY_METRICS: tuple[str, ...] = tuple(summary_names(bootstrapped()))  # with bootstrap CIs
 POINT_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if not m.bootstrap)  # calibration: no CIs
 PAIRED_METRICS: tuple[str, ...] = tuple(f"{m.name}_macro" for m in METRICS if m.paired)
-
-
-def metric_key(name: str) -> str:
-    """A label name made safe inside an MLflow metric name (letters, digits, ``_-. :``)."""
-    return re.sub(r"[^A-Za-z0-9_\-. :]", "_", name)
 
 
 @dataclass
@@ -183,7 +178,8 @@ def metrics_json(ev: Evaluation) -> dict[str, Any]:
         out.update({f"{key}/{k}": v[j] for k, v in ev.point_label(FINETUNE).items()})
     out.update({
         "n_labels_skipped": len(ev.skipped_test), "test/n_labels_skipped": len(ev.skipped_test),
-        "test/n_samples": ev.n_test, "test/n_groups": ev.n_test_groups, "n_bootstrap": ev.n_resamples,
+        "test/n_samples": ev.n_test, "test/n_groups": ev.n_test_groups, "test/n_unknown": ev.n_unknown_test,
+        "n_bootstrap": ev.n_resamples,
     })
     for b in ev.models[1:]:
         d = _model_summary(ev, b)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from medvit.metrics import METRICS, summary_names
+from medvit.metrics import METRICS, metric_key, summary_names
 from medvit.weights import is_random_init
 
 NOT_APPROVED = "NOT FOR CLINICAL USE UNTIL APPROVED"
@@ -34,6 +34,20 @@ def _fmt(value: Any, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{float(value):+.3f}" if signed else f"{float(value):.3f}"
+
+
+def _count(value: Any) -> str:
+    return "n/a" if value is None else str(int(value))
+
+
+def _unknown_note(metrics: Mapping[str, Any]) -> list[str]:
+    """The limitation line for masked (unknown) test labels, when there were any."""
+    n = metrics.get("test/n_unknown")
+    if not n:
+        return []
+    return [f"- {int(n)} test label(s) were unknown (uncertain or blank, ignored by `ingest.medical.uncertain` / "
+            "`blank`) and masked: each label's metrics use its known test rows only (column 'known test "
+            "labels'), so a label with few known rows has a wide interval."]
 
 
 def _with_ci(metrics: Mapping[str, Any], key: str, signed: bool = False) -> str:
@@ -161,9 +175,10 @@ def render_card(
     lines += [
         f"## Operating thresholds (chosen on val, method `{threshold_method}`)",
         "",
-        "| label | threshold |",
-        "|---|---|",
-        *[f"| {n} | {t:.4f} |" for n, t in zip(labels, thresholds)],
+        "| label | threshold | known test labels |",
+        "|---|---|---|",
+        *[f"| {n} | {t:.4f} | {_count(finetune_metrics.get(f'test/{metric_key(n)}/n_known'))} |"
+          for n, t in zip(labels, thresholds)],
         "",
         "## Quality gate",
         "",
@@ -178,6 +193,7 @@ def render_card(
         "performance on other sites, devices or sensors is unknown.",
         "- Thresholds were tuned on a small validation split; sensitivity and specificity at deployment will differ.",
         "- Labels may be noisy (report-mined or area-fraction labels); rare labels have wide intervals.",
+        *_unknown_note(finetune_metrics),
         "- Scores are not calibrated probabilities unless the reliability diagrams in the evaluation report say so.",
     ]
     if is_random_init(weights):

@@ -1,5 +1,10 @@
 """MixUp / CutMix for multi-hot targets: mixed targets are the area-weighted mix of both label sets.
 
+Unknown targets (NaN, an ignored uncertain/blank label) stay unknown: a mixed
+entry is masked when either source entry is, since its soft target would need the
+unknown value. The arithmetic does this by itself (``lam * NaN`` is NaN, also for
+``lam`` 0 or 1), and the masked losses then leave the entry out.
+
 Ours, not ``timm.data.Mixup``: timm draws from NumPy's global RNG, while these draws come from a
 generator seeded by (seed, epoch, rank), which the bitwise resume after a kill relies on.
 """
@@ -18,7 +23,8 @@ def mix_batch(
 
     When both alphas are set, each batch picks one of the two with equal odds.
     Soft targets ``lam * y + (1 - lam) * y[::-1]`` suit BCE (multi-label MixUp,
-    e.g. as in timm's Mixup with label smoothing 0).
+    e.g. as in timm's Mixup with label smoothing 0). A NaN (unknown) target in
+    either source gives a NaN mixed target.
     """
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return images, targets

@@ -7,6 +7,9 @@ set has nothing to learn: it gets a constant score equal to its train prevalence
 
 ``k_shot``: per label, a seeded sample of up to k positives and k negatives from the
 train split (all of a class when it has fewer), the usual few-shot probe protocol.
+
+Unknown (NaN) train targets are masked: each label's regression is fitted on its
+known rows only, and ``n_train`` counts those.
 """
 
 from __future__ import annotations
@@ -40,23 +43,24 @@ class LinearProbe:
 
 
 def kshot_indices(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of up to ``k`` positives and ``k`` negatives of a (N,) 0/1 label, sorted."""
-    pos, neg = np.flatnonzero(y > 0.5), np.flatnonzero(y <= 0.5)
+    """Indices of up to ``k`` positives and ``k`` negatives of a (N,) 0/1 label (NaN: never drawn), sorted."""
+    known = np.isfinite(y)
+    pos, neg = np.flatnonzero(known & (y > 0.5)), np.flatnonzero(known & (y <= 0.5))
     pick = [rng.choice(ix, size=min(k, len(ix)), replace=False) for ix in (pos, neg) if len(ix)]
     return np.sort(np.concatenate(pick)) if pick else np.zeros(0, int)
 
 
 def fit_linear_probe(x: np.ndarray, y: np.ndarray, *, C: float = 1.0, k_shot: int | None = None, seed: int = 0,
                      max_iter: int = 1000) -> LinearProbe:
-    """Fit one logistic regression per label on (N, D) embeddings and (N, L) 0/1 targets."""
+    """Fit one logistic regression per label on (N, D) embeddings and (N, L) 0/1 targets (NaN: unknown)."""
     x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y)
+    y = np.asarray(y, dtype=np.float64)
     n_labels, dim = y.shape[1], x.shape[1]
     coef, intercept = np.zeros((n_labels, dim)), np.zeros(n_labels)
     constant, n_train = np.full(n_labels, np.nan), np.zeros(n_labels, int)
     rng = np.random.default_rng(seed)
     for j in range(n_labels):
-        idx = kshot_indices(y[:, j], k_shot, rng) if k_shot else np.arange(len(y))
+        idx = kshot_indices(y[:, j], k_shot, rng) if k_shot else np.flatnonzero(np.isfinite(y[:, j]))
         yj = (y[idx, j] > 0.5).astype(int)
         n_train[j] = len(idx)
         if len(np.unique(yj)) < 2:
