@@ -52,7 +52,10 @@ def write_dicom(path: Path, patient: int, image: int, *, photometric: str = "MON
     ds.PatientName = f"ZZPLANTED^NAME{patient}"
     ds.PatientID = f"PHIPID{patient:04d}"
     ds.PatientBirthDate = ds.StudyDate = "19991231"
-    ds.InstitutionName = "PHIHOSPITAL"
+    ds.InstitutionName = "PHIHOSPITAL NORTH" if patient % 3 == 0 else "PHIHOSPITAL"  # two sites
+    ds.PatientSex = "F" if patient % 2 else "M"
+    ds.PatientAge = f"{20 + 7 * patient % 80:03d}Y"  # 20 to 97 years: every band from 20-29 to 90+
+    ds.Manufacturer, ds.ManufacturerModelName = "Acme  Imaging ", "XR-1"
     ds.AccessionNumber = f"PHIACCESSION{patient}"
     ds.ImageComments = "PHICOMMENT"
     ds.add_new(0x00091010, "LO", "PHIPRIVATE")

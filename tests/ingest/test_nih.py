@@ -16,11 +16,13 @@ from ingest_inputs import FINDINGS, KEY, PHI, all_bytes, check_conservation, ing
 
 from medvit.cli import main
 from medvit.data.cache import ShardReader, read_stats
+from medvit.data import preprocess
 from medvit.data.dataset import CacheDataset
+from medvit.data.layout import SUBGROUP_COLUMNS
 from medvit.data.manifest import read_manifest
 from medvit.deid import Pseudonymizer
 from medvit.errors import UserError
-from medvit.ingest import ingest, nih
+from medvit.ingest import demographics, ingest, nih
 from medvit.ingest.pixels import letterbox
 from medvit.io.dicom import DicomOptions, read_frames
 
@@ -175,14 +177,14 @@ def test_a_file_that_kills_its_worker_is_rejected_and_its_block_rerun(tmp_path: 
 def test_an_unforeseen_error_rejects_the_file_without_its_message(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     raw = medical_raw(tmp_path / "raw")
-    real = nih.read_frames
+    real = preprocess.read_frames  # the one decode path (medvit.data.preprocess) ingest calls
 
     def boom(path: str, options: DicomOptions) -> object:  # a failure no check foresaw, quoting a header value
         if str(path).endswith("burned.dcm"):
             raise KeyError("PHIPID0001")
         return real(path, options)
 
-    monkeypatch.setattr(nih, "read_frames", boom)
+    monkeypatch.setattr(preprocess, "read_frames", boom)
     _, cfg = ingest_cfg(tmp_path, workers=1)
     out = tmp_path / "out"
     report = ingest("medical", raw, raw / "labels.csv", out, cfg)
@@ -190,3 +192,33 @@ def test_an_unforeseen_error_rejects_the_file_without_its_message(tmp_path: Path
     assert rejects["images/site/burned.dcm"] == "decode failed: unexpected KeyError"
     assert "PHIPID0001" not in (out / "rejects.csv").read_text()
     assert report["n_ingested"] == 24  # every other file still made it
+
+
+def test_subgroup_columns_from_the_header_and_no_phi_in_outputs_or_logs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    raw = medical_raw(tmp_path / "raw")
+    params, _ = ingest_cfg(tmp_path)
+    out = tmp_path / "cache"
+    with caplog.at_level("DEBUG"):
+        assert main(["ingest", "--domain", "medical", "--params", str(params), "--raw", str(raw),
+                     "--out", str(out)]) == 0
+    captured = capfd.readouterr()
+    logs = captured.out + captured.err + caplog.text  # main process and (fd-level) the forked workers
+    for text in (logs, (out / "manifest.csv").read_text(), (out / "report.json").read_text(),
+                 (out / "rejects.csv").read_text()):
+        for phi in (*PHI, "ZZPLANTED^NAME", "1999", "PHIHOSPITAL NORTH"):
+            assert phi not in text, phi
+
+    frame = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    columns = list(frame.columns)
+    assert columns[-len(FINDINGS) - len(SUBGROUP_COLUMNS):-len(FINDINGS)] == list(SUBGROUP_COLUMNS)
+    pseudo = Pseudonymizer(KEY.encode())
+    by_patient = {pseudo.patient(f"PHICSV{p}"): p for p in range(12)}
+    for group, sex, band, view, maker, model, site in frame[["group", *SUBGROUP_COLUMNS]].itertuples(index=False):
+        p = by_patient[group]
+        age = 20 + 7 * p % 80  # the header's PatientAge (tests/ingest/ingest_inputs.py)
+        assert sex == ("F" if p % 2 else "M")
+        assert band == ("90+" if age >= 90 else f"{age // 10 * 10}-{age // 10 * 10 + 9}")
+        assert (view, maker, model) == ("PA", "Acme Imaging", "XR-1")
+        assert site == demographics.site("PHIHOSPITAL NORTH" if p % 3 == 0 else "PHIHOSPITAL", pseudo)
+    assert frame["site"].nunique() == 2 and frame["site"].str.fullmatch(r"H[0-9a-f]{16}").all()
