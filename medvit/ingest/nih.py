@@ -28,17 +28,19 @@ import numpy as np
 from medvit.config import IngestConfig
 from medvit.data.cache import SHARD_DIR, shard_path
 from medvit.data.layout import NO_FINDING
+from medvit.data.preprocess import Preprocessor
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
 from medvit.errors import UserError
 from medvit.ingest.demographics import csv_demographics, dicom_demographics, merge
 from medvit.ingest.images import decode_image_file, is_image_file
-from medvit.ingest.labels import csv_rows, multi_hot, read_csv, vocabulary
-from medvit.ingest.pixels import channel_sums, letterbox
+from medvit.ingest.labels import csv_rows, header_columns, multi_hot, read_csv, vocabulary
+from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
+from medvit.ingest.views import view_filter
 from medvit.ingest.writers import PartWriter
 from medvit.io.decoders import syntax_name
-from medvit.io.dicom import DicomOptions, DicomReject, read_frames, read_header
+from medvit.io.dicom import DicomReject, read_header
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +121,11 @@ class NihWorkerState:
     """What every medical worker needs, installed once per process."""
 
     pseudo: Pseudonymizer
-    image_size: int
     all_pids: tuple[str, ...]   # every labels-CSV patient id (sorted), checked against unlabelled file paths
     shard_dir: str
     shard_size: int
-    dicom: DicomOptions
+    views: tuple[str, ...]      # ingest.medical.views (empty: all)
+    prep: Preprocessor          # decode and letterbox params (ingest.medical), shared with the served model
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,13 @@ def decode_file(task: FileTask) -> TaskResult:
     """Decode one DICOM file (all its kept frames), or one PNG/JPEG, into resized cache samples."""
     state = worker_state(NihWorkerState)
     pseudo = state.pseudo
+    if state.views and task.labels is not None:
+        reason = view_filter(task.path, task.demographics, state.views, pseudo)
+        if reason is not None:  # left out, counted by reason; nothing of the file is kept
+            return TaskResult(key=task.key, source="", filtered=reason)
     if is_image_file(task.path):
         return decode_image_file(task.key, task.path, task.labels, task.patient_id, pseudo=pseudo,
-                                 image_size=state.image_size, all_pids=state.all_pids,
+                                 image_size=state.prep.size, all_pids=state.all_pids,
                                  demographics=task.demographics)
     known_ids = [task.patient_id] if task.patient_id else []
     result = TaskResult(key=task.key, source=pseudo.source(task.key, known_ids))
@@ -153,7 +159,7 @@ def decode_file(task: FileTask) -> TaskResult:
             result.source = pseudo.source(task.key, [*identifiers(info.header), *state.all_pids])
             result.reject = "no labels: not listed in the labels file"
             return result
-        info, frames = read_frames(task.path, state.dicom)
+        info, frames = state.prep.read_dicom(task.path)
         result.source = pseudo.source(task.key, [*known_ids, *identifiers(info.header)])
         header = info.header
         # Group: labels-CSV Patient ID, else DICOM PatientID, else the study, else the file itself.
@@ -163,10 +169,10 @@ def decode_file(task: FileTask) -> TaskResult:
         columns = deidentify(header, pseudo)
         subgroups = merge(dicom_demographics(header, pseudo), task.demographics)
         for frame, image in frames:
-            image = letterbox(image, state.image_size)
+            image = state.prep.to_cache(image)
             meta = {"id": pseudo.sample(task.key, frame), "group": group, "source": result.source,
                     "frame": frame, **columns, "transfer_syntax": info.transfer_syntax,
-                    "decoder": info.plugin, "voi": state.dicom.voi, **subgroups}
+                    "decoder": info.plugin, "voi": state.prep.dicom_options.voi, **subgroups}
             result.samples.append(Sample(image=image, meta=meta, labels=task.labels, sums=channel_sums(image)))
         result.decoder = (info.transfer_syntax, info.plugin)
     except DicomReject as err:
@@ -244,6 +250,12 @@ class NihSource(Source):
         """``<raw>/labels.csv``."""
         return raw / "labels.csv"
 
+    @classmethod
+    def detect(cls, labels: Path) -> bool:
+        """``Image Index`` and ``Finding Labels`` columns."""
+        columns = header_columns(labels)
+        return "Image Index" in columns and "Finding Labels" in columns
+
     def list_inputs(self) -> list[Path]:
         """Every non-hidden file under ``<raw>/images`` (or ``<raw>``), the labels file excluded."""
         self.root = self.raw / "images" if (self.raw / "images").is_dir() else self.raw
@@ -260,7 +272,6 @@ class NihSource(Source):
 
     def plan(self, col: Collected) -> Plan:
         """Blocks of consecutive files, decoded and written by the workers."""
-        mcfg = self.cfg.medical
         key, self.key_source = load_key()
         self.pseudo = Pseudonymizer(key)
         tasks = []
@@ -270,10 +281,9 @@ class NihSource(Source):
         self.shard_dir = self.tmp / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         state = NihWorkerState(
-            pseudo=self.pseudo, image_size=mcfg.image_size, all_pids=tuple(sorted(self.table.patient_ids)),
-            shard_dir=str(self.shard_dir), shard_size=self.cfg.shard_size,
-            dicom=DicomOptions(voi=mcfg.voi, window=mcfg.window, percentiles=mcfg.percentiles,
-                               multiframe=mcfg.multiframe, allow_burned_in=mcfg.allow_burned_in))
+            pseudo=self.pseudo, all_pids=tuple(sorted(self.table.patient_ids)),
+            shard_dir=str(self.shard_dir), shard_size=self.cfg.shard_size, views=self.cfg.medical.views,
+            prep=Preprocessor.from_params(self.cfg, "medical"))
         if self.table.without_images:
             log.warning("%s: %d labelled image(s) not found under %s (ignored; counted in report.json)",
                         self.labels, self.table.without_images, self.root)
@@ -299,6 +309,9 @@ class NihSource(Source):
             shards.append(self.next_shard)
             self.next_shard += 1
         for res in block.results:
+            if res.filtered is not None:
+                col.filter(res.filtered)
+                continue
             if res.reject is not None or not res.samples:
                 col.reject(res.source, res.reject or "no samples")
                 continue

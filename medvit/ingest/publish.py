@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 
 from medvit.data.cache import SHARD_DIR
+from medvit.data.preprocess import PREPROCESS_FILE
 
 log = logging.getLogger(__name__)
 
-OUTPUT_ITEMS: tuple[str, ...] = (SHARD_DIR, "labels.json", "stats.json", "rejects.csv", "report.json", "manifest.csv")
+OUTPUT_ITEMS: tuple[str, ...] = (SHARD_DIR, "labels.json", "stats.json", PREPROCESS_FILE, "rejects.csv", "report.json",
+                                 "manifest.csv")
 
 
 def temp_folder(out: Path) -> Path:

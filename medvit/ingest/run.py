@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from medvit.config import IngestConfig
+from medvit.data.cache import read_stats
+from medvit.data.preprocess import Preprocessor, write_preprocessor
 from medvit.ingest.finish import finish
 from medvit.ingest.pool import parallel_map, tune_malloc
 from medvit.ingest.publish import publish, temp_folder
@@ -31,6 +33,8 @@ def ingest(domain: str, raw: Path, labels: Path, out: Path, cfg: IngestConfig) -
         source = make_source(domain, raw, labels, tmp, cfg)
         try:
             report = build(source, tmp, cfg)
+            # The decode params and the nodata fill, for finetune's meta.json and the served model.
+            write_preprocessor(tmp, Preprocessor.from_params(cfg, domain, read_stats(tmp)))
         finally:
             source.close()
         publish(tmp, out)

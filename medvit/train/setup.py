@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from medvit.config import FinetuneConfig
 from medvit.data.dataset import CacheDataset
 from medvit.data.manifest import Manifest
+from medvit.data.preprocess import read_preprocessor
 from medvit.data.transforms import eval_transform, norm_stats, train_transform
 from medvit.errors import UserError
 from medvit.models.backbone import create_backbone
@@ -113,6 +114,9 @@ def build_training(cfg: FinetuneConfig, domain: str, cache: Path, manifest: Mani
         "mean": mean, "std": std, "interpolation": interpolation,
         "freeze_blocks": cfg.freeze_blocks, "normalize": cfg.normalize,
     }
+    prep = read_preprocessor(cache)
+    if prep is not None:  # raw file -> model input, for the served model (medvit.data.preprocess)
+        meta_base["preprocess"] = prep.with_model(img_size, mean, std, interpolation).to_json()
     return TrainingSetup(
         model=model, train=datasets["train"], val=datasets["val"], test=datasets["test"],  # type: ignore[arg-type]
         loss=loss, provenance=provenance, meta_base=meta_base,
