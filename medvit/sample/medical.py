@@ -51,6 +51,17 @@ _CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 # Indexed by the category _assign draws: 0 explicit (the rest), 1 implicit, 2 RLE, 3 JPEG 2000.
 _TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless,
                                        JPEG2000Lossless)
+# The sample's sites: (InstitutionName, modality -> (Manufacturer, ManufacturerModelName)), each with a DX
+# detector and a CR reader, so that the per-subgroup report sees several sites and devices. Site names hold
+# "PHI": InstitutionName is PHI (only its keyed pseudonym leaves ingest); device names are not.
+SITES: tuple[tuple[str, dict[str, tuple[str, str]]], ...] = (
+    ("PHI General Hospital", {"DX": ("Carestream Health", "DRX-Evolution Plus"), "CR": ("Agfa", "CR 30-X")}),
+    ("PHI Northside Clinic", {"DX": ("Philips Medical Systems", "DigitalDiagnost C90"),
+                              "CR": ("FUJIFILM Corporation", "FCR PRIMA T2")}),
+    ("PHI Riverside Medical Center", {"DX": ("GE Healthcare", "Definium 656 HD"),
+                                      "CR": ("KONICA MINOLTA", "REGIUS 110")}),
+)
+_SITE_OF_PATIENT = (0, 0, 1, 0, 2, 1, 0, 2, 0, 1)  # patient index mod 10 -> site: 50 / 30 / 20 %
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,11 @@ class Patient:
     def name(self) -> str:
         """PatientName (planted PHI)."""
         return f"PHIDOE^{'JANE' if self.sex == 'F' else 'JOHN'}^{self.index}"
+
+    @property
+    def site(self) -> int:
+        """Index into ``SITES`` of the patient's hospital (from the index: no draw, so files stay as they were)."""
+        return _SITE_OF_PATIENT[self.index % len(_SITE_OF_PATIENT)]
 
     @property
     def patient_id(self) -> str:
@@ -178,7 +194,8 @@ def build_header(rng: np.random.Generator, study: Study, image: StoredImage, tra
 
     Draws the study time from ``rng`` (after ``build_pixels``: the order keeps files byte-identical).
     Every identifying attribute holds planted PHI, plus one private element in ``PHI_PRIVATE_CREATOR``'s
-    block, which the PS3.15 basic profile removes.
+    block, which the PS3.15 basic profile removes. The patient's site (``SITES``) gives InstitutionName
+    and, by modality, Manufacturer and ManufacturerModelName; PatientAge is left out for every 13th patient.
     """
     patient, p, j = study.patient, study.patient.index, study.index
     ds = Dataset()
@@ -199,8 +216,9 @@ def build_header(rng: np.random.Generator, study: Study, image: StoredImage, tra
     ds.Modality = study.modality
     if study.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer = "medvit synthetic"
-    ds.InstitutionName = "PHI General Hospital"
+    institution, devices = SITES[patient.site]
+    ds.Manufacturer, ds.ManufacturerModelName = devices[study.modality]
+    ds.InstitutionName = institution
     ds.InstitutionAddress = "1 PHI Street, Springfield"
     ds.ReferringPhysicianName = f"PHIREF^GREGORY^{p % 7}"
     ds.StudyDescription = f"XR CHEST {study.view}"
@@ -216,7 +234,8 @@ def build_header(rng: np.random.Generator, study: Study, image: StoredImage, tra
     ds.PatientID = patient.patient_id
     ds.PatientBirthDate = f"{patient.birth:%Y%m%d}"
     ds.PatientSex = patient.sex
-    ds.PatientAge = f"{study.age:03d}Y"
+    if p % 13 != 12:  # PatientAge is optional (type 3): ingest then counts from the birth and study dates
+        ds.PatientAge = f"{study.age:03d}Y"
     ds.OtherPatientIDs = f"PHIOID{p:05d}"
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = study.view

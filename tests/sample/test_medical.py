@@ -20,6 +20,7 @@ from medvit.data.layout import NO_FINDING
 from medvit.errors import UserError
 from medvit.sample.medical import (
     PHI_PRIVATE_CREATOR,
+    SITES,
     Patient,
     StoredImage,
     Study,
@@ -37,7 +38,8 @@ PHI_KEYWORDS: tuple[str, ...] = (
     "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
     "InstitutionAddress", "ReferringPhysicianName", "OperatorsName", "OtherPatientIDs", "StudyID",
 )
-PHI_PATTERN = re.compile(r"PHI(?:DOE|PID|ACC|REF|OPR|OID|STD|PRIV)\w*|PHI General Hospital|PHI Street")
+PHI_PATTERN = re.compile(r"PHI(?:DOE|PID|ACC|REF|OPR|OID|STD|PRIV)\w*|PHI [A-Z]\w+ (?:Hospital|Clinic|Medical Center)"
+                         r"|PHI Street")
 
 
 def planted_phi(raw_dir: Path) -> set[str]:
@@ -153,8 +155,21 @@ def test_planted_phi_is_in_the_raw_headers(medical: Path) -> None:
         value = str(ds[keyword].value)
         assert value in phi, keyword
         assert keyword == "PatientBirthDate" or PHI_PATTERN.search(value), keyword
-    assert str(ds.InstitutionName) == "PHI General Hospital" and str(ds.PatientName).startswith("PHIDOE^")
+    assert str(ds.InstitutionName) in {name for name, _ in SITES} and str(ds.PatientName).startswith("PHIDOE^")
     assert any(v.startswith("PHIPRIV ") for v in phi)  # private tag, removed by the basic profile
+
+
+def test_headers_vary_sex_age_view_site_and_device_for_subgroups(medical: Path) -> None:
+    headers = [dcmread(p, stop_before_pixels=True) for p in sorted((medical / "images").glob("*.dcm"))]
+    sites = Counter(str(ds.InstitutionName) for ds in headers)
+    assert set(sites) == {name for name, _ in SITES}  # 8 patients: 4 / 2 / 2 over the three sites
+    for ds in headers:
+        devices = dict(SITES)[str(ds.InstitutionName)]
+        assert (ds.Manufacturer, ds.ManufacturerModelName) == devices[ds.Modality]
+    assert len({str(ds.Manufacturer) for ds in headers}) >= 4
+    assert {str(ds.PatientSex) for ds in headers} == {"F", "M"}
+    assert {str(ds.ViewPosition) for ds in headers} == {"PA", "AP"}
+    assert len({str(ds.PatientAge)[:2] for ds in headers if "PatientAge" in ds}) >= 3  # several decades
 
 
 def test_unknown_finding_is_a_user_error(tmp_path: Path) -> None:
@@ -202,6 +217,8 @@ def test_header_builder_plants_phi_and_describes_the_pixels() -> None:
     assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.PresentationLUTShape == "INVERSE"
     assert ds.BurnedInAnnotation == "YES" and ds.PatientID == study.patient.patient_id
     assert ds.PatientAge == f"{study.age:03d}Y" and ds.StudyDate == f"{study.date:%Y%m%d}"
+    assert ds.InstitutionName == SITES[study.patient.site][0] == "PHI Riverside Medical Center"  # patient 7
+    assert (ds.Manufacturer, ds.ManufacturerModelName) == ("GE Healthcare", "Definium 656 HD")  # its DX
     assert ds.private_block(0x0011, PHI_PRIVATE_CREATOR)[0x01].value == f"PHIPRIV {study.patient.name}"
     for keyword in PHI_KEYWORDS:
         assert keyword == "PatientBirthDate" or PHI_PATTERN.search(str(ds[keyword].value)), keyword
