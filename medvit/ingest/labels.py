@@ -6,6 +6,8 @@ a file name that embeds one).
 
 from __future__ import annotations
 
+import csv
+import gzip
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def finding_values(frame: pd.DataFrame, names: Sequence[str], path: Path, uncert
     out = np.empty((len(frame), len(names)), np.float32)
     for j, name in enumerate(names):
         cells = frame[name].str.strip()
-        value = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64)
+        value = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, copy=True)
         empty = (cells == "").to_numpy()
         bad = ~empty & ~np.isin(value, (1.0, 0.0, UNCERTAIN))
         if bad.any():
@@ -129,3 +131,13 @@ def finding_values(frame: pd.DataFrame, names: Sequence[str], path: Path, uncert
         value[empty] = POLICY_VALUE[blank]
         out[:, j] = value
     return out
+
+
+def header_columns(path: Path) -> list[str]:
+    """The stripped column names of a CSV (``.csv.gz`` too), reading its first line only; [] when unreadable."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            return [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
