@@ -11,6 +11,10 @@ Policy (the ingest issue, DICOM PS3.15 Annex E):
   pseudonym UID; attributes the profile does not list are kept (``K``), and
   coded-string values are checked against the CS character repertoire
   (PS3.5 6.2) so free text cannot slip through a coded field.
+* Besides them, the medical manifest keeps subgroup columns under PS3.15's
+  Retain Patient Characteristics option (``medvit.ingest.demographics``): sex,
+  a decade age band, view, device, and a keyed pseudonym of InstitutionName;
+  never the raw values of identifying or date attributes.
 * Patient and study identifiers become HMAC-SHA256 pseudonyms (RFC 2104) under a
   secret key, so the same patient always maps to the same group without the
   mapping being reversible by anyone without the key. The key comes from
