@@ -60,7 +60,10 @@ def finish(tmp: Path, col: Collected, label_names: Sequence[str], cfg: IngestCon
     known = np.isfinite(y)
     positive = np.where(known, y, 0.0) > 0.5                                     # (N, L) known positives
     groups = [r["group"] for r in col.rows]
-    splits = group_splits(groups, positive.astype(np.uint8), cfg.split_fractions.model_dump(), cfg.seed)
+    if cache.splits is not None:  # the data set's own split (e.g. BigEarthNet's, use_official_split)
+        splits = np.array(cache.splits, dtype=object)
+    else:
+        splits = group_splits(groups, positive.astype(np.uint8), cfg.split_fractions.model_dump(), cfg.seed)
     sums = np.stack(col.sums)                                                    # (N, 3, C)
     total = sums[splits == "train"].sum(0)
     count = np.maximum(total[2], 1.0)

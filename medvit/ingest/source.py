@@ -104,6 +104,7 @@ class CacheInfo:
     channels: list[str]
     size: int
     extra: dict[str, Any]
+    splits: tuple[str, ...] | None = None  # per manifest row: the data set's official split; None: ingest splits
 
 
 class Source(ABC):

@@ -170,3 +170,55 @@ class _quiet(warnings.catch_warnings):
     def __enter__(self) -> None:
         super().__enter__()
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+
+
+@dataclass(frozen=True)
+class BandStack:
+    """Whole-file read of some bands of one small raster (a BigEarthNet band file, a EuroSAT tile)."""
+
+    values: np.ndarray        # (k, h, w) float32 scaled, masked samples 0
+    valid: np.ndarray         # (k, h, w) bool
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    count: int                # bands in the file
+
+
+def read_bands(path: str | Path, indexes: tuple[int, ...], scale: float | None = None,
+               names: tuple[str, ...] = ()) -> BandStack:
+    """Read the 1-based band ``indexes`` of a whole (small) raster, masked and scaled as ``read_strip``.
+
+    Args:
+        path: the GeoTIFF.
+        indexes: 1-based bands to read.
+        scale: DN -> reflectance factor; None: by dtype (``default_scale``).
+        names: the band names of ``indexes``, for the message of a missing band.
+
+    Raises:
+        RasterReject: empty file, not a raster, a missing band (named), unreadable block.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise RasterReject("empty file", path.name)
+    try:
+        with _quiet(), rasterio.open(path) as ds:
+            missing = [i for i in indexes if i > ds.count]
+            if missing:
+                which = [names[indexes.index(i)] if names else str(i) for i in missing]
+                raise RasterReject("missing band", f"{', '.join(which)} (file has {ds.count} band(s))")
+            data = ds.read(list(indexes), masked=True)  # (k, h, w) native dtype
+            crs, transform, count = ds.crs.to_string() if ds.crs else "", tuple(ds.transform)[:6], ds.count
+    except RasterReject:
+        raise
+    except (RasterioIOError, RasterioError) as err:
+        raise RasterReject("not a raster", f"{path.name} ({type(err).__name__})") from None
+    raw = np.ma.getdata(data)
+    valid = ~np.ma.getmaskarray(data)
+    if raw.dtype.kind == "f":
+        valid &= np.isfinite(raw)
+    values = raw.astype(np.float32)
+    factor = float(scale) if scale is not None else default_scale(str(raw.dtype))
+    if factor != 1.0:
+        values *= np.float32(factor)
+    valid &= np.isfinite(values)
+    values[~valid] = 0.0
+    return BandStack(values, valid, crs, transform, count)  # type: ignore[arg-type]
