@@ -1,9 +1,11 @@
-"""Medical source: DICOM files under ``<raw>/images`` (or ``<raw>``) with an NIH ChestX-ray14 labels CSV.
+"""Medical source: DICOM, PNG or JPEG files under ``<raw>/images`` (or ``<raw>``) and a ChestX-ray14 labels CSV.
 
 ``labels.csv`` has ``Image Index`` (a file name, or a path relative to the image
 folder), ``Finding Labels`` (``|``-separated, ``No Finding`` for none) and an
 optional ``Patient ID``, which is PHI: only its keyed pseudonym is written (the
-split group).
+split group). Optional ``Patient Gender``, ``Patient Age`` and ``View Position``
+fill the subgroup columns a DICOM header lacks (``medvit.ingest.demographics``);
+PNG/JPEG files are decoded by ``medvit.ingest.images``.
 
 Files go to the workers in blocks of consecutive files (:func:`block_size`,
 fixed by the file count, not the worker count); each worker writes its block's
