@@ -8,7 +8,7 @@ import pytest
 
 from medvit.config import parse_params
 from medvit.errors import UserError
-from medvit.ingest.registry import DEFAULT_FORMAT, FORMATS, source_class
+from medvit.ingest.registry import DEFAULT_FORMAT, FORMATS, load_class, source_class
 from medvit.ingest.source import Source
 
 
@@ -31,3 +31,21 @@ def test_default_labels_follow_the_sample_layout(tmp_path: Path) -> None:
     assert source_class("medical").default_labels(tmp_path, raster) == tmp_path / "labels.csv"
     assert source_class("satellite").default_labels(tmp_path, raster) == tmp_path / "labels"
     assert source_class("satellite").default_labels(tmp_path, csv) == tmp_path / "tiles.csv"
+
+
+def test_the_medical_format_is_detected_from_the_labels_header_unless_set(tmp_path: Path) -> None:
+    null = parse_params({}).ingest
+    heads = {"nih": "Image Index,Finding Labels,Patient ID\n",
+             "chexpert": "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Edema\n",
+             "mimic": "subject_id,study_id,Atelectasis\n"}
+    for fmt, head in heads.items():
+        (tmp_path / f"{fmt}.csv").write_text(head + "x\n")
+        assert source_class("medical", null, tmp_path / f"{fmt}.csv") is load_class(fmt)
+        assert load_class(fmt).__name__.lower().startswith(fmt)
+    mimic = parse_params({"ingest": {"medical": {"label_format": "mimic"}}}).ingest
+    assert source_class("medical", mimic, tmp_path / "nih.csv") is load_class("mimic")   # the param wins
+    assert source_class("medical", mimic).default_labels(tmp_path, mimic) == tmp_path / "mimic-cxr-2.0.0-chexpert.csv"
+    assert source_class("medical", null) is load_class("nih")                            # no labels file yet
+    (tmp_path / "other.csv").write_text("file,label\n")
+    with pytest.raises(UserError, match=r"other\.csv: cannot tell the labels format.*set ingest\.medical\.label_format"):
+        source_class("medical", null, tmp_path / "other.csv")
