@@ -7,11 +7,14 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 
 from medvit.metrics import (
+    label_ranking_metrics,
+    micro_ranking_metrics,
     per_label,
     ranking_metrics,
     sensitivity_at_specificity,
     summary,
     threshold_metrics,
+    valid_labels,
 )
 
 
@@ -183,3 +186,80 @@ def test_every_listed_metric_reaches_report_bootstrap_tags_and_card(extra: str) 
             assert f"{name}_macro vs clip_zeroshot" in card
     if extra:
         assert "PPV @ thr [95% CI]" in got["table"]
+
+
+# ----------------------------------------------------------------------------- unknown (NaN) targets are masked
+def _masked_case(seed: int = 5, n: int = 80, labels: int = 3, fraction: float = 0.15):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.4).astype(float)
+    s = np.clip(0.4 * y + 0.7 * rng.random(y.shape), 0, 1)
+    hide = rng.random(y.shape) < fraction
+    return np.where(hide, np.nan, y), s, hide, rng
+
+
+def test_unknown_targets_are_left_out_of_per_label_and_micro_metrics() -> None:
+    y, s, hide, rng = _masked_case()
+    pl, out = per_label(y, s), summary(y, s)
+    for j in range(y.shape[1]):
+        k = ~hide[:, j]
+        assert pl["auroc"][j] == pytest.approx(roc_auc_score(y[k, j], s[k, j]))
+        assert pl["ap"][j] == pytest.approx(average_precision_score(y[k, j], s[k, j]))
+        assert pl["prevalence"][j] == pytest.approx(y[k, j].mean()) and pl["n_known"][j] == k.sum()
+    known = ~hide.ravel()
+    assert out["auroc_micro"] == pytest.approx(roc_auc_score(y.ravel()[known], s.ravel()[known]))
+    assert out["ap_micro"] == pytest.approx(average_precision_score(y.ravel()[known], s.ravel()[known]))
+    # the score of a masked entry changes nothing
+    s2 = np.where(hide, rng.random(s.shape), s)
+    assert summary(y, s2) == out
+    for k, v in per_label(y, s2).items():
+        np.testing.assert_array_equal(v, pl[k])
+
+
+def test_a_label_with_one_class_among_known_rows_is_skipped() -> None:
+    y, s, _, _ = _masked_case(6)
+    y[:, 1] = np.where(np.arange(len(y)) % 3 == 0, 1.0, np.nan)  # known rows are all positive
+    assert list(valid_labels(y)) == [True, False, True]
+    assert summary(y, s)["n_labels_skipped"] == 1 and np.isnan(per_label(y, s)["auroc"][1])
+    assert valid_labels(np.nan_to_num(y))[1]  # had unknown meant negative, it would have counted
+
+
+def test_weighted_label_and_micro_ranking_metrics_mask_unknown_rows() -> None:
+    y, s, hide, rng = _masked_case(7)
+    w = rng.integers(0, 4, size=(5, len(y))).astype(float)
+    per = label_ranking_metrics(y, s, w, 0.8)
+    micro = micro_ranking_metrics(y, s, w, 0.8)
+    for b in range(5):
+        for j in range(y.shape[1]):
+            k = ~hide[:, j]
+            assert per["auroc"][b, j] == pytest.approx(roc_auc_score(y[k, j], s[k, j], sample_weight=w[b, k]))
+            assert per["ap"][b, j] == pytest.approx(
+                average_precision_score(y[k, j], s[k, j], sample_weight=w[b, k]))
+            assert per["sens_at_spec"][b, j] == pytest.approx(_sens_at_spec_sklearn(y[k, j], s[k, j], w[b, k], 0.8))
+        known = ~hide.ravel()
+        flat_w = np.repeat(w[b], y.shape[1])[known]
+        assert micro["auroc"][b] == pytest.approx(
+            roc_auc_score(y.ravel()[known], s.ravel()[known], sample_weight=flat_w))
+    scrambled = np.where(hide, rng.random(s.shape), s)
+    for k, v in label_ranking_metrics(y, scrambled, w, 0.8).items():
+        np.testing.assert_array_equal(v, per[k])
+    for j, v in enumerate(sensitivity_at_specificity(y, s, 0.8)):
+        k = ~hide[:, j]
+        assert v == pytest.approx(_sens_at_spec_sklearn(y[k, j], s[k, j], np.ones(k.sum()), 0.8))
+
+
+def test_threshold_metrics_count_unknown_entries_as_nothing() -> None:
+    y, s, hide, rng = _masked_case(8)
+    thr = np.array([0.4, 0.5, 0.6])
+    w = rng.integers(0, 3, size=(4, len(y))).astype(float)
+    got = threshold_metrics(y, s, thr, w)
+    for j in range(y.shape[1]):
+        k = ~hide[:, j]
+        sub = threshold_metrics(y[k, j][:, None], s[k, j][:, None], thr[j : j + 1], w[:, k])
+        for name in got:
+            np.testing.assert_allclose(got[name][:, j], sub[name][:, 0])
+        pred = s[k, j] >= thr[j]
+        assert got["sensitivity"][0, j] == pytest.approx(
+            recall_score(y[k, j], pred, sample_weight=w[0, k]))
+    scrambled = threshold_metrics(y, np.where(hide, rng.random(s.shape), s), thr, w)
+    for name in got:
+        np.testing.assert_array_equal(scrambled[name], got[name])
