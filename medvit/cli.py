@@ -23,7 +23,7 @@ from medvit.config import DOMAINS, ConfigError, load_params, record_reads
 from medvit.errors import UserError
 from medvit.stages import STAGES
 
-_EXTRA = ("doctor", "review", "pull")
+_EXTRA = ("doctor", "review", "pull", "predict")
 
 
 def _stage_module(name: str):  # noqa: ANN202 - module object

@@ -21,7 +21,7 @@ LAYER = {
     "models": 3, "ingest": 3, "sample": 3,
     "train": 4, "zeroshot": 4,
     "evaluate": 5,
-    "tracking": 6,
+    "tracking": 6, "predict": 6,
     "stages": 7,
     "cli": 8,
 }

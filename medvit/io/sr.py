@@ -117,8 +117,12 @@ def build_sr(
     label_names: Sequence[str],
     scores: Sequence[float],
     thresholds: Sequence[float],
+    frame: int | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """The SR of one image: scores, thresholded findings, model name and version, reference to the source."""
+    """The SR of one image: scores, thresholded findings, model name and version, reference to the source.
+
+    ``frame``: the 0-based frame the scores are of, for a multi-frame source (referenced as frame ``frame + 1``).
+    """
     if not (len(label_names) == len(scores) == len(thresholds)):
         raise ValueError(f"{len(label_names)} labels, {len(scores)} scores, {len(thresholds)} thresholds")
     evidence = _evidence(ref)
@@ -134,7 +138,8 @@ def build_sr(
         algorithm_id=algorithm,
         measurements=measurements,
         qualitative_evaluations=findings,
-        source_images=[hd.sr.SourceImageForMeasurementGroup(ref.sop_class_uid, ref.sop_instance_uid)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup(
+            ref.sop_class_uid, ref.sop_instance_uid, None if frame is None else [frame + 1])],
     )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

@@ -1,0 +1,154 @@
+"""``medvit predict`` end to end on real files with a registered tiny model (real SQLite MLflow store)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import rasterio
+from affine import Affine
+from pydicom.data import get_testdata_file
+
+from medvit.cli import main
+from medvit.data.preprocess import Preprocessor
+from medvit.io.dicom import read_frames
+from medvit.io.sr import read_sr
+from medvit.models.classifier import load_classifier
+from medvit.predict.run import Predictor  # noqa: F401 - the import path the docs name
+from tracking.conftest import LABELS
+
+THRESHOLDS = [0.3, 0.5, 0.6]
+
+
+def _medical_inputs(root: Path) -> Path:
+    """Two real DICOM files (one named after its patient), a PNG, a DICOM without pixels, junk and an empty file."""
+    root.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm", download=False), root / "ct.dcm")
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.PatientID = "MRN4471"
+    (root / "sub").mkdir()
+    ds.save_as(root / "sub" / "MRN4471_chest.dcm")
+    cv2.imwrite(str(root / "xray.png"), (np.random.default_rng(0).random((40, 60)) * 255).astype(np.uint8))
+    shutil.copy(get_testdata_file("rtplan.dcm", download=False), root / "plan.dcm")
+    (root / "notes.txt").write_text("not an image")
+    (root / "empty.dcm").write_bytes(b"")
+    (root / ".hidden.dcm").write_bytes(b"skipped like ingest skips it")
+    return root
+
+
+def _expected_scores(model_dir: Path, path: Path) -> np.ndarray:
+    """The score of one DICOM file computed directly: the model's preprocessing, then the classifier."""
+    import torch
+
+    model, meta = load_classifier(model_dir)
+    prep = Preprocessor.from_json(meta["preprocess"])
+    _, frames = read_frames(path, prep.dicom_options)
+    (_, image), = list(frames)
+    with torch.no_grad():
+        return torch.sigmoid(model(prep.to_model_input(prep.to_cache(image)))).double().numpy()[0]
+
+
+def test_predict_a_medical_folder_from_the_registry(registered: Callable[[str], dict], tmp_path: Path) -> None:
+    registered("medical")
+    inputs = _medical_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", "models:/medvit-medical@candidate", "--input", str(inputs), "--out", str(out),
+                 "--sr", "--overlays", "--workers", "2", "--batch-size", "2"]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    csv = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len(csv) == len(table) == 6  # every non-hidden file has exactly one row (single-frame files)
+    errors = dict(zip(table["source"], table["error"]))
+    assert errors["plan.dcm"].startswith("no pixel data")
+    assert errors["notes.txt"] == "not DICOM"
+    assert errors["empty.dcm"] == "empty file"
+    assert errors["ct.dcm"] == errors["xray.png"] == ""
+    assert "sub/MRN4471_chest.dcm" not in errors  # the path holds its PatientID: pseudonymised as ingest does
+    mr = table[table["source"].str.startswith("pseudo:")]
+    assert len(mr) == 1 and mr["error"].iloc[0] == ""
+    assert set(table["model"]) == {"medvit-medical"} and set(table["version"]) == {"1"}
+
+    model_dir = next((out / ".model").glob("*/artifacts/classifier"))
+    ct = table[table["source"] == "ct.dcm"].iloc[0]
+    scores = np.array([ct[f"score:{n}"] for n in LABELS])
+    np.testing.assert_allclose(scores, _expected_scores(model_dir, inputs / "ct.dcm"), atol=1e-6)
+    assert [ct[f"label:{n}"] for n in LABELS] == [int(s >= t) for s, t in zip(scores, THRESHOLDS)]
+    bad = table[table["error"] != ""]
+    assert bad[[f"score:{n}" for n in LABELS]].isna().all().all() and bad[[f"label:{n}" for n in LABELS]].isna().all().all()
+
+    sr = read_sr(out / ct["sr"])  # highdicom round trip of the SR written for ct.dcm
+    source = pydicom.dcmread(inputs / "ct.dcm")
+    assert sr.referenced_sop_instance_uid == source.SOPInstanceUID
+    assert (sr.model_name, sr.model_version) == ("medvit-medical", "1")
+    assert sr.scores == pytest.approx(dict(zip(LABELS, scores)))
+    assert sr.findings == {n: bool(s >= t) for n, s, t in zip(LABELS, scores, THRESHOLDS)}
+    assert table.loc[table["source"] == "xray.png", "sr"].iloc[0] == "not written: not a DICOM file"
+    assert len(list((out / "sr").glob("*.dcm"))) == 2
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(table.loc[table["error"] == "", "id"])
+    written = " ".join(p.read_text(errors="ignore") for p in out.glob("predictions.*"))
+    assert "MRN4471" not in written
+
+
+def _scene(path: Path, bands: int = 3, height: int = 64, width: int = 96) -> Path:
+    rng = np.random.default_rng(1)
+    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=bands, dtype="uint16",
+                       crs="EPSG:32633", transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4200000.0)) as ds:
+        ds.write(rng.integers(0, 10000, (bands, height, width), dtype=np.uint16))
+    return path
+
+
+def test_predict_scenes_writes_maps_that_match_the_table(registered: Callable[[str], dict], tmp_path: Path) -> None:
+    registered("satellite")
+    inputs = tmp_path / "scenes"
+    inputs.mkdir()
+    _scene(inputs / "alpha.tif")
+    _scene(inputs / "grey.tif", bands=1)
+    out = tmp_path / "out"
+    assert main(["predict", "--model", "models:/medvit-satellite/1", "--input", str(inputs), "--out", str(out),
+                 "--workers", "2"]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    assert table.loc[table["source"] == "grey.tif", "error"].iloc[0].startswith("band count mismatch")
+    chips = table[table["source"] == "alpha.tif"]
+    assert len(chips) == 6 and (chips["error"] == "").all() and (chips["crs"] == "EPSG:32633").all()
+    with rasterio.open(out / "maps" / "alpha.scores.tif") as ds:
+        assert ds.crs.to_epsg() == 32633 and (ds.count, ds.height, ds.width) == (3, 2, 3)
+        assert ds.transform == Affine(320.0, 0.0, 500000.0, 0.0, -320.0, 4200000.0)
+        assert list(ds.descriptions) == LABELS
+        grid = ds.read()
+    for _, row in chips.iterrows():
+        y, x = (int(v) for v in row["id"].split("_")[-2:])
+        np.testing.assert_array_equal(grid[:, y // 32, x // 32], np.float32([row[f"score:{n}"] for n in LABELS]))
+    features = json.loads((out / "maps" / "alpha.positive.geojson").read_text())["features"]
+    positive = {(r["id"], n) for _, r in chips.iterrows() for n in LABELS if r[f"label:{n}"] == 1}
+    assert {(f["properties"]["id"], f["properties"]["label"]) for f in features} == positive
+    assert not (out / "maps" / "grey.scores.tif").exists()
+
+
+def test_predict_with_a_local_model_folder(registered: Callable[[str], dict], tmp_path: Path) -> None:
+    registered("medical")
+    inputs = _medical_inputs(tmp_path / "in")
+    assert main(["predict", "--model", "models:/medvit-medical/1", "--input", str(inputs / "ct.dcm"),
+                 "--out", str(tmp_path / "a"), "--workers", "1"]) == 0
+    local = next((tmp_path / "a" / ".model").iterdir())
+    assert main(["predict", "--model", str(local), "--input", str(inputs / "ct.dcm"), "--out", str(tmp_path / "b"),
+                 "--workers", "1"]) == 0
+    a, b = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("a", "b"))
+    np.testing.assert_array_equal(a[[f"score:{n}" for n in LABELS]], b[[f"score:{n}" for n in LABELS]])
+    assert a["version"].iloc[0] == 1 and b["version"].iloc[0] == "local"
+
+
+def test_unknown_alias_and_missing_folder_are_clear_errors(registered: Callable[[str], dict], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    registered("medical")
+    inputs = _medical_inputs(tmp_path / "in")
+    assert main(["predict", "--model", "models:/medvit-medical@champion", "--input", str(inputs),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "champion" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "nope"), "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
+    assert "no such folder" in capsys.readouterr().err
