@@ -100,7 +100,8 @@ class IngestSatellite(Section):
     band_names: tuple[str, ...] = ("B2", "B3", "B4", "B8")  # channel names of indexed scene bands
     use_official_split: bool = False                     # BigEarthNet: the data set's train/validation/test
     nomenclature: Literal["bigearthnet-19"] | None = None  # BigEarthNet v1: 43 CORINE classes -> 19
-    label_source: Literal["raster", "csv"] = "raster"
+    label_source: Literal["raster", "csv", "vector"] = "raster"
+    vector_class_field: str = "class"  # label_source vector: the polygon attribute naming the class
     label_names: tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare")
     tile_size: int = Field(64, ge=8)
     stride: int = Field(64, ge=1)

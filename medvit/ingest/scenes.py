@@ -1,12 +1,10 @@
-"""Satellite source: GeoTIFF scenes under ``<raw>/scenes`` (or ``<raw>``) with label rasters or ``tiles.csv``.
+"""Satellite source: GeoTIFF scenes under ``<raw>/scenes`` (or ``<raw>``) with label rasters, ``tiles.csv`` or polygons.
 
-Labels are either a folder of label rasters on each scene's grid (class index per
-pixel, ``LABEL_NODATA`` outside the footprint; a class labels a chip when it
-covers more than ``min_label_fraction`` of its valid pixels) or ``tiles.csv``
-(``tile,labels,scene``, tile ids as ``medvit.data.layout.tile_id``).
+The label sources and the area-fraction rule that turns a chip's label pixels or
+polygon coverage into labels live in ``medvit.ingest.scene_labels``.
 
-Each scene is first probed (header, band count, label grid), then read as
-full-width row strips (several tasks per large scene, each under
+Each scene is first probed (header, band count, label grid; polygons placed on
+it), then read as full-width row strips (several tasks per large scene, each under
 ``STRIP_BYTES``); chips are streamed into shards by the main process, and their
 nodata is filled later with the train mean. A scene whose later strip hits a
 corrupt block is rejected as a whole; chips of its earlier strips may stay in a
@@ -25,55 +23,21 @@ from typing import Any
 import numpy as np
 
 from medvit.config import IngestConfig, IngestSatellite
-from medvit.data.layout import LABEL_NODATA, chip_labels, parse_tile_id, tile_grid, tile_id
+from medvit.data.layout import LABEL_NODATA, tile_grid, tile_id
 from medvit.errors import UserError
-from medvit.ingest.labels import csv_rows, multi_hot, read_csv, vocabulary
 from medvit.ingest.pixels import channel_sums
+from medvit.ingest.scene_labels import (TileLabels, VectorLabels, coverage_chip_labels, default_labels,
+                                        raster_chip_labels, read_tile_labels)
 from medvit.ingest.pool import parallel_map, worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
 from medvit.ingest.writers import NodataMasks, StreamingShardWriter
-from medvit.io.geotiff import (RasterReject, SceneInfo, check_label_grid, chip_geometry, probe, read_label_strip,
+from medvit.io.geotiff import (RasterReject, SceneInfo, chip_geometry, label_grid_differs, probe, read_label_strip,
                                read_strip)
+from medvit.io.vector import PixelPolygon, chip_coverage
 
 log = logging.getLogger(__name__)
 
 STRIP_BYTES = 64 << 20  # per-task strip budget (values + mask + native copy)
-
-
-# --------------------------------------------------------------------------- labels
-@dataclass
-class TileLabels:
-    """tiles.csv: per scene stem, {(y, x): labels}."""
-
-    label_names: tuple[str, ...]
-    by_scene: dict[str, dict[tuple[int, int], np.ndarray]]
-
-
-def read_tile_labels(path: Path, label_names: tuple[str, ...]) -> TileLabels:
-    """Read ``tiles.csv`` (``tile,labels,scene``; tile id ``{scene_stem}_{y:05d}_{x:05d}``).
-
-    Raises:
-        UserError: missing columns, duplicate or malformed tile ids, unknown label names.
-    """
-    frame = read_csv(path, ("tile", "labels", "scene"))
-    tiles = frame["tile"].str.strip()
-    dup = tiles.duplicated(keep=False)
-    if dup.any():
-        raise UserError(f"{path}: duplicate tile ids on rows {csv_rows(np.flatnonzero(dup))}")
-    names = vocabulary(frame["labels"], label_names, path, "labels")
-    by_scene: dict[str, dict[tuple[int, int], np.ndarray]] = {}
-    bad = []
-    for i, (tile, cell, scene) in enumerate(zip(tiles, frame["labels"], frame["scene"])):
-        parsed = parse_tile_id(tile)
-        stem = Path(scene.strip()).stem
-        if parsed is None or parsed[0] != stem:
-            bad.append(i)
-            continue
-        by_scene.setdefault(stem, {})[parsed[1:]] = multi_hot(cell, names)
-    if bad:
-        raise UserError(f"{path}: rows {csv_rows(bad)} have a tile id that is not '{{scene_stem}}_{{y:05d}}_{{x:05d}}' "
-                        "of their scene")
-    return TileLabels(names, by_scene)
 
 
 # --------------------------------------------------------------------------- workers
@@ -91,7 +55,7 @@ class SceneProbe:
 
     key: str                        # path relative to raw
     path: str
-    label_path: str | None          # its label raster; None with tiles.csv
+    label_path: str | None          # its label raster; None with tiles.csv or polygons
 
 
 @dataclass(frozen=True)
@@ -105,7 +69,8 @@ class StripTask:
     row0: int
     row1: int
     chips: tuple[tuple[int, int], ...]
-    tile_labels: dict[tuple[int, int], np.ndarray] | None  # tiles.csv labels of ``chips``; None: label raster
+    tile_labels: dict[tuple[int, int], np.ndarray] | None  # tiles.csv labels of ``chips``; None: raster, polygons
+    polygons: tuple[PixelPolygon, ...] | None = None        # polygons reaching into the strip (label_source: vector)
 
 
 def probe_scene(task: SceneProbe) -> tuple[str, SceneInfo | None, str | None]:
@@ -116,7 +81,7 @@ def probe_scene(task: SceneProbe) -> tuple[str, SceneInfo | None, str | None]:
         if task.label_path is not None:
             if not Path(task.label_path).is_file():
                 return task.key, None, "no labels: no label raster with the same name"
-            check_label_grid(info, task.label_path)
+            label_grid_differs(info, task.label_path)  # rejects grids that cannot be warped onto the scene
         if info.height < cfg.tile_size or info.width < cfg.tile_size:
             return task.key, None, (f"smaller than a tile: {info.height}x{info.width} pixels, "
                                     f"ingest.satellite.tile_size is {cfg.tile_size}")
@@ -134,7 +99,10 @@ def decode_strip(task: StripTask) -> TaskResult:
     result = TaskResult(key=task.key, source=task.key)
     try:
         values, valid = read_strip(task.path, cfg.bands, task.row0, task.row1, task.scene.scale)
-        label_strip = read_label_strip(task.label_path, task.row0, task.row1) if task.label_path else None
+        label_strip = None
+        if task.label_path is not None:
+            warp = label_grid_differs(task.scene, task.label_path)
+            label_strip = read_label_strip(task.label_path, task.row0, task.row1, task.scene if warp else None)
     except RasterReject as err:
         result.reject = str(err)
         return result
@@ -153,16 +121,17 @@ def decode_strip(task: StripTask) -> TaskResult:
         if 1.0 - pixel_ok.mean() > cfg.max_nodata_fraction:
             result.counters["chips_dropped_nodata"] += 1
             continue
+        # Pixel nodata counts as label nodata: a class's share is of the pixels the model sees.
         if label_strip is not None:
-            # Pixel nodata counts as label nodata: a class's share is of the pixels the model sees.
-            lab = np.where(pixel_ok, label_strip[r:r + t, x:x + t], LABEL_NODATA)
-            if not (lab != LABEL_NODATA).any():
-                result.counters["chips_dropped_unlabelled"] += 1
-                continue
-            labels = np.zeros(n_classes, dtype=np.uint8)
-            labels[chip_labels(lab, n_classes, cfg.min_label_fraction)] = 1
+            labels = raster_chip_labels(label_strip[r:r + t, x:x + t], pixel_ok, n_classes, cfg.min_label_fraction)
+        elif task.polygons is not None:
+            coverage = chip_coverage(task.polygons, n_classes, y, x, t)
+            labels = coverage_chip_labels(coverage, pixel_ok, cfg.min_label_fraction)
         else:
             labels = task.tile_labels[(y, x)]  # type: ignore[index]
+        if labels is None:
+            result.counters["chips_dropped_unlabelled"] += 1
+            continue
         image = np.ascontiguousarray(img)
         mask = None if ok.all() else np.packbits(~ok).tobytes()
         # Split group: the scene, or its spatial block (chips overlapping a block edge when stride <
@@ -177,7 +146,8 @@ def decode_strip(task: StripTask) -> TaskResult:
 
 
 def plan_strips(key: str, path: str, label_path: str | None, info: SceneInfo, t: int, stride: int,
-                tile_labels: dict[tuple[int, int], np.ndarray] | None, n_bands: int) -> list[StripTask]:
+                tile_labels: dict[tuple[int, int], np.ndarray] | None, n_bands: int,
+                polygons: tuple[PixelPolygon, ...] | None = None) -> list[StripTask]:
     """Partition a scene's rows into strips of bounded size; each strip owns the chips starting in it."""
     chips = tile_grid(info.height, info.width, t, stride) if tile_labels is None else sorted(tile_labels)
     rows_budget = max(t, STRIP_BYTES // max(1, info.width * n_bands * 8))
@@ -188,7 +158,8 @@ def plan_strips(key: str, path: str, label_path: str | None, info: SceneInfo, t:
         owned = tuple((y, x) for y, x in chips if row0 <= y < row1)
         read1 = min(info.height, max([row1, *(y + t for y, _ in owned)]))
         labels = {c: tile_labels[c] for c in owned} if tile_labels is not None else None
-        tasks.append(StripTask(key, path, label_path, info, row0, read1, owned, labels))
+        near = None if polygons is None else tuple(p for p in polygons if p.bbox[2] > row0 and p.bbox[0] < read1)
+        tasks.append(StripTask(key, path, label_path, info, row0, read1, owned, labels, near))
     return tasks
 
 
@@ -204,7 +175,8 @@ class _Scene:
 
 
 class ScenesSource(Source):
-    """Multi-band GeoTIFF scenes plus label rasters (``label_source: raster``) or ``tiles.csv`` (``csv``)."""
+    """Multi-band GeoTIFF scenes plus label rasters (``label_source: raster``), ``tiles.csv`` (``csv``) or polygons
+    (``vector``)."""
 
     desc = "ingest satellite"
 
@@ -218,8 +190,8 @@ class ScenesSource(Source):
 
     @classmethod
     def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
-        """``<raw>/labels/`` (label rasters), or ``<raw>/tiles.csv`` with ``label_source: csv``."""
-        return raw / ("tiles.csv" if cfg.satellite.label_source == "csv" else "labels")
+        """``<raw>/labels/`` (label rasters), ``<raw>/tiles.csv`` (csv), ``<raw>/labels.gpkg`` or ``.geojson`` (vector)."""
+        return default_labels(raw, cfg.satellite.label_source)
 
     def list_inputs(self) -> list[Path]:
         """Every non-hidden file under ``<raw>/scenes`` (or ``<raw>``), labels excluded.
@@ -242,19 +214,23 @@ class ScenesSource(Source):
         """``tiles.csv``, or check the label-raster folder and the class names in params."""
         scfg = self.cfg.satellite
         self.tile_table: TileLabels | None = None
+        self.vector: VectorLabels | None = None
         if scfg.label_source == "csv":
             self.tile_table = read_tile_labels(self.labels, scfg.label_names)
             return self.tile_table.label_names
+        if not scfg.label_names:
+            raise UserError(f"ingest.satellite.label_names is empty: label {scfg.label_source} data hold class "
+                            "indexes or names, so params must name the classes (in index order for rasters)")
+        if scfg.label_source == "vector":
+            self.vector = VectorLabels(self.labels, scfg.vector_class_field, scfg.label_names)
+            return scfg.label_names
         if not self.labels.is_dir():
             raise FileNotFoundError(f"{self.labels}: label-raster folder not found; pass --labels DIR "
-                                    "(or set ingest.satellite.label_source: csv and pass tiles.csv)")
-        if not scfg.label_names:
-            raise UserError("ingest.satellite.label_names is empty: label rasters hold class indexes, so "
-                            "params must name the classes in index order")
+                                    "(or set ingest.satellite.label_source: csv or vector and pass its file)")
         return scfg.label_names
 
     def _label_raster(self, scene: Path) -> str | None:
-        if self.tile_table is not None:
+        if self.tile_table is not None or self.vector is not None:
             return None
         hits = sorted(self.labels.glob(scene.stem + ".tif*")) or sorted(self.labels.glob(scene.stem + ".*"))
         return str(hits[0]) if hits else str(self.labels / (scene.stem + ".tif"))
@@ -277,6 +253,13 @@ class ScenesSource(Source):
                 col.reject(k, reject)
                 continue
             assert info is not None
+            polygons = None
+            if self.vector is not None:
+                try:
+                    polygons = self.vector.for_scene(info)
+                except RasterReject as err:
+                    col.reject(k, str(err))
+                    continue
             tl = self.tile_table.by_scene[stem] if self.tile_table is not None else None
             if tl is not None:
                 outside = [c for c in tl if c[0] + scfg.tile_size > info.height or c[1] + scfg.tile_size > info.width]
@@ -284,7 +267,7 @@ class ScenesSource(Source):
                     self.counters["tiles_outside_scene"] += len(outside)
                     tl = {c: v for c, v in tl.items() if c not in outside}
             strips = plan_strips(k, str(self.raw / k), self._label_raster(Path(k)), info, scfg.tile_size,
-                                 scfg.stride, tl, len(scfg.bands))
+                                 scfg.stride, tl, len(scfg.bands), polygons)
             self.strips[k] = len(strips)
             tasks.extend(strips)
         if self.tile_table is not None:
@@ -294,6 +277,11 @@ class ScenesSource(Source):
             if self.counters["labels_without_images"]:
                 log.warning("%s: %d tile(s) of scenes not found under %s (ignored)", self.labels,
                             self.counters["labels_without_images"], self.root)
+        if self.vector is not None:
+            self.counters.update(self.vector.counts())
+            if self.counters["polygons_outside_scenes"]:
+                log.warning("%s: %d polygon(s) outside every scene (ignored)", self.labels,
+                            self.counters["polygons_outside_scenes"])
         if self.counters["tiles_outside_scene"]:
             log.warning("%s: %d tile(s) extend beyond their scene (ignored)", self.labels,
                         self.counters["tiles_outside_scene"])
@@ -349,6 +337,8 @@ class ScenesSource(Source):
                  "chips_dropped_unlabelled": self.counters["chips_dropped_unlabelled"],
                  "tiles_outside_scene": self.counters["tiles_outside_scene"],
                  "labels_without_images": self.counters["labels_without_images"],
+                 "polygons_outside_scenes": self.counters["polygons_outside_scenes"],
+                 "polygons_without_geometry": self.counters["polygons_without_geometry"],
                  "unreferenced_cache_rows": self.counters["orphans"],
                  "nodata_fill": "train-split band mean (normalises to 0)"}
         return CacheInfo(channels=list(self.cfg.satellite.band_names), size=self.cfg.satellite.tile_size, extra=extra)

@@ -22,8 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+
+
+LABEL_NODATA = 255  # label-raster class index of "no class" (medvit.data.layout.LABEL_NODATA)
 
 
 class RasterReject(Exception):
@@ -113,8 +119,14 @@ def read_strip(path: str | Path, bands: tuple[int, ...], row0: int, row1: int,
     return values, valid
 
 
-def read_label_strip(path: str | Path, row0: int, row1: int) -> np.ndarray:
+def read_label_strip(path: str | Path, row0: int, row1: int, scene: SceneInfo | None = None) -> np.ndarray:
     """Rows [row0, row1) of band 1 of a label raster, (h, W) uint8 (255 = nodata).
+
+    Args:
+        path: the label raster.
+        row0: first row, on the scene's grid.
+        row1: end row.
+        scene: warp onto this scene's grid (see ``label_grid_differs``); None: the raster is on it.
 
     Raises:
         RasterReject: unreadable block, or not an 8-bit raster.
@@ -123,29 +135,45 @@ def read_label_strip(path: str | Path, row0: int, row1: int) -> np.ndarray:
         with _quiet(), rasterio.open(path) as ds:
             if ds.dtypes[0] != "uint8":
                 raise RasterReject("invalid label raster", f"dtype {ds.dtypes[0]}, expected uint8 class indexes")
-            return ds.read(1, window=Window(0, row0, ds.width, row1 - row0))
+            if scene is None:
+                return ds.read(1, window=Window(0, row0, ds.width, row1 - row0))
+            with WarpedVRT(ds, crs=scene.crs, transform=Affine(*scene.transform), width=scene.width,
+                           height=scene.height, resampling=Resampling.nearest, nodata=LABEL_NODATA) as vrt:
+                return vrt.read(1, window=Window(0, row0, scene.width, row1 - row0))
     except RasterReject:
         raise
     except (RasterioIOError, RasterioError) as err:
         raise RasterReject("unreadable label block", f"rows {row0}-{row1} ({type(err).__name__})") from None
 
 
-def check_label_grid(scene: SceneInfo, label_path: str | Path) -> None:
-    """A label raster must share the scene's grid (size, transform, CRS).
+def label_grid_differs(scene: SceneInfo, label_path: str | Path) -> bool:
+    """Whether a label raster must be warped onto the scene's grid (False: same size, transform and CRS).
+
+    A label raster on another grid or CRS (half the resolution, EPSG:4326, a larger
+    extent) is warped onto the scene's grid with nearest-neighbour resampling through
+    a ``WarpedVRT`` (GDAL's warper, as ``rasterio.warp.reproject``, read strip by
+    strip). Nearest neighbour keeps class indexes intact; a class boundary can move
+    by up to half a label-raster pixel, so a chip's class share changes by at most
+    about (boundary length x half a label pixel, in scene pixels) / tile_size**2. A
+    label raster whose resolution divides the scene's, with class boundaries on its
+    own pixel edges, gives the same chips exactly. Outside its extent pixels are nodata.
 
     Raises:
-        RasterReject: missing/unreadable label raster or a different grid.
+        RasterReject: unreadable label raster, or grids that differ while one of them has no CRS.
     """
     try:
         with _quiet(), rasterio.open(label_path) as ds:
             same = (ds.height, ds.width) == (scene.height, scene.width)
             same = same and np.allclose(tuple(ds.transform)[:6], scene.transform, rtol=0, atol=1e-9 + 1e-6 *
                                         max(abs(v) for v in scene.transform))
-            same = same and (ds.crs.to_string() if ds.crs else "") == scene.crs
+            crs = ds.crs.to_string() if ds.crs else ""
+            same = same and crs == scene.crs
     except (RasterioIOError, RasterioError) as err:
         raise RasterReject("invalid label raster", type(err).__name__) from None
-    if not same:
-        raise RasterReject("label grid mismatch", "label raster size, transform or CRS differs from the scene")
+    if not same and not (crs and scene.crs):
+        raise RasterReject("label grid mismatch", "label raster and scene grids differ and "
+                           f"{'the scene' if crs else 'the label raster'} has no CRS to reproject with")
+    return not same
 
 
 def chip_geometry(scene: SceneInfo, y: int, x: int, size: int) -> dict[str, str]:

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", default=None, help="raw input folder (default: data/raw/<domain>)")
     parser.add_argument("--labels", default=None,
                         help="labels: medical CSV (default <raw>/labels.csv); satellite label-raster folder "
-                             "(default <raw>/labels) or tiles.csv when ingest.satellite.label_source is csv")
+                             "(default <raw>/labels), tiles.csv (label_source: csv) or a GeoJSON / GeoPackage "
+                             "of polygons (label_source: vector; default <raw>/labels.gpkg or labels.geojson)")
     parser.add_argument("--out", default=None, help="cache output folder (default: data/cache/<domain>)")
 
 

@@ -11,7 +11,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from medvit.io.geotiff import RasterReject, chip_geometry, check_label_grid, probe, read_strip
+from medvit.io.geotiff import (RasterReject, chip_geometry, label_grid_differs, probe, read_label_strip,
+                               read_strip)
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # rasterio's own Affine use
 
@@ -90,15 +91,33 @@ def test_corrupt_block_is_rejected_not_zeros(tmp_path: Path) -> None:
     assert err.value.reason == "unreadable block"
 
 
-def test_label_grid_must_match(tmp_path: Path) -> None:
+def test_label_raster_on_another_grid_is_warped_with_nearest_neighbour(tmp_path: Path) -> None:
     scene = _write(tmp_path / "s.tif", np.ones((1, 32, 32), np.uint16))
-    good = _write(tmp_path / "l.tif", np.zeros((1, 32, 32), np.uint8))
-    shifted = _write(tmp_path / "l2.tif", np.zeros((1, 32, 32), np.uint8), transform=from_origin(0, 0, 10, 10))
+    classes = np.arange(256, dtype=np.uint8).reshape(16, 16) % 7
+    same = _write(tmp_path / "l.tif", np.kron(classes, np.ones((2, 2), np.uint8))[None])
+    # Half the resolution (20 m pixels), shifted by one 20 m pixel to the east and larger than the scene.
+    half = np.full((17, 17), 3, np.uint8)
+    half[:16, 1:] = classes
+    coarse = _write(tmp_path / "l2.tif", half[None], transform=from_origin(500000 - 20, 4000000, 20, 20), nodata=255)
+    unplaced = _write(tmp_path / "l3.tif", np.zeros((1, 16, 16), np.uint8), crs=None,
+                      transform=from_origin(500000, 4000000, 20, 20))
     info = probe(scene, (1,))
-    check_label_grid(info, good)
+    assert label_grid_differs(info, same) is False
+    assert label_grid_differs(info, coarse) is True
+    expected = read_label_strip(same, 0, 32)
+    np.testing.assert_array_equal(read_label_strip(coarse, 0, 32, info), expected)
+    np.testing.assert_array_equal(read_label_strip(coarse, 10, 21, info), expected[10:21])  # windowed warp
     with pytest.raises(RasterReject) as err:
-        check_label_grid(info, shifted)
-    assert err.value.reason == "label grid mismatch"
+        label_grid_differs(info, unplaced)
+    assert err.value.reason == "label grid mismatch" and "has no CRS" in str(err.value)
+
+
+def test_warped_label_raster_is_nodata_outside_its_extent(tmp_path: Path) -> None:
+    scene = _write(tmp_path / "s.tif", np.ones((1, 32, 32), np.uint16))
+    small = _write(tmp_path / "l.tif", np.full((1, 8, 32), 2, np.uint8), nodata=255)  # top 8 rows only
+    info = probe(scene, (1,))
+    strip = read_label_strip(small, 0, 32, info)
+    assert (strip[:8] == 2).all() and (strip[8:] == 255).all()
 
 
 def test_not_a_raster_and_empty(tmp_path: Path) -> None:
