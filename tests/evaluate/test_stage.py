@@ -160,3 +160,24 @@ def test_id_mismatch_fails_with_the_file_named(workspace: dict, capsys: pytest.C
     assert str(bad) in err and "missing from the table" in err and "Traceback" not in err
     assert not (workspace["out"] / "metrics.json").exists()
     assert not (workspace["out"].parent / "mlflow.db").exists()  # failed before opening a run
+
+
+def test_unknown_labels_in_the_manifest_are_masked_and_counted(workspace: dict) -> None:
+    """Empty label cells (ingest's ignored uncertain/blank entries) reach evaluate as unknown: masked, counted."""
+    path = workspace["cache"] / "manifest.csv"
+    frame = pd.read_csv(path)
+    cols = [label_column(n) for n in ("a", "b")]
+    hide = np.random.default_rng(1).random((len(frame), 2)) < 0.2
+    frame[cols] = frame[cols].astype("float64").mask(hide)
+    frame.to_csv(path, index=False)
+    assert main(_argv(workspace)) == 0
+    metrics = _strict_json(workspace["out"] / "metrics.json")
+    m = read_manifest(workspace["cache"])
+    y = m.labels("test")
+    s = pd.read_csv(workspace["models"] / "scores" / "test.csv").iloc[:, 1:].to_numpy()
+    k = np.isfinite(y[:, 0])
+    assert 0 < (~k).sum() and metrics["test/a/n_known"] == k.sum() and metrics["test/c/n_known"] == len(y)
+    assert metrics["test/n_unknown"] == int(np.isnan(y).sum())
+    assert metrics["test/a/auroc"] == pytest.approx(roc_auc_score(y[k, 0], s[k, 0]), abs=1e-6)
+    assert "unknown (ignored uncertain/blank) test label(s) are masked" in (workspace["out"] / "comparison.md").read_text()
+    assert pd.read_csv(workspace["out"] / "per_label.csv")["n_known"].notna().all()

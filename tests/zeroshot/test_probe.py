@@ -49,3 +49,21 @@ def test_kshot_subset_is_seeded_and_balanced() -> None:
     assert probe.n_train.tolist() == [8, 8, 8]
     xt, yt = _separable(60, 1)
     assert roc_auc_score(yt[:, 0], probe.predict(xt)[:, 0]) > 0.9  # 4-shot still learns a separable label
+
+
+def test_unknown_train_targets_are_left_out_of_the_fit() -> None:
+    x, y = _separable(120, 0)
+    hide = np.random.default_rng(2).random(y.shape) < 0.2
+    masked = np.where(hide, np.nan, y)
+    probe = fit_linear_probe(x, masked, C=10.0)
+    assert probe.n_train.tolist() == (~hide).sum(axis=0).tolist() and probe.constant_labels == []
+    for j in range(3):  # the same as fitting label j on its known rows alone
+        k = ~hide[:, j]
+        alone = fit_linear_probe(x[k], y[k, j : j + 1], C=10.0)
+        np.testing.assert_allclose(probe.coef[j], alone.coef[0], rtol=1e-6, atol=1e-9)
+    # had the unknown entries been read as 0 or 1, the fit would differ
+    for fill in (0.0, 1.0):
+        assert not np.array_equal(fit_linear_probe(x, np.where(hide, fill, y), C=10.0).coef, probe.coef)
+    # k-shot draws never pick an unknown row
+    idx = kshot_indices(masked[:, 0], 5, np.random.default_rng(0))
+    assert len(idx) == 10 and np.isfinite(masked[idx, 0]).all()
