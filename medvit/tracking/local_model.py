@@ -6,8 +6,8 @@
   ``models:/medvit-<domain>/<version>``: looked up on the configured tracking
   server (``MLFLOW_TRACKING_URI`` or the embedded SQLite store) and its
   artifacts downloaded from there, the only network it touches;
-* a local folder holding an MLflow model (``MLmodel``, e.g. from
-  ``mlflow models download`` or ``mlflow artifacts download``).
+* a local folder holding an MLflow model (``MLmodel``), e.g. from
+  ``mlflow artifacts download -u models:/medvit-medical@champion -d ./model``.
 
 It returns the folder's ``classifier`` (safetensors + meta.json) and
 ``thresholds`` artifacts as ``medvit.tracking.registry.log_servable_model``
@@ -80,7 +80,7 @@ def _artifacts(folder: Path, name: str, version: str) -> LocalModel:
     mlmodel = folder / "MLmodel"
     if not mlmodel.is_file():
         raise UserError(f"{folder}: no MLmodel file; --model needs a registered model URI or a folder from "
-                        "`mlflow models download` / `mlflow artifacts download` of a medvit model")
+                        "`mlflow artifacts download -u models:/<name>/<version> -d DIR` of a medvit model")
     flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
     artifacts = flavor.get("artifacts") or {}
     paths = {}

@@ -85,3 +85,12 @@ def test_source_without_instance_uid_cannot_be_referenced(source: Path, tmp_path
     ds.save_as(tmp_path / "no-uid.dcm")
     with pytest.raises(SrError, match="SOPInstanceUID"):
         source_reference(read_header(tmp_path / "no-uid.dcm"), "P0")
+
+
+def test_a_frame_of_a_multi_frame_source_is_referenced_by_number(source: Path, tmp_path: Path) -> None:
+    ref = source_reference(read_header(source), "P0")
+    path = write_sr(tmp_path / "f.dcm", ref, model_name="m", model_version="1", label_names=LABELS,
+                    scores=[0.1, 0.2, 0.3], thresholds=[0.5, 0.5, 0.5], frame=2)
+    (group,) = hd.sr.srread(path).content.get_image_measurement_groups()
+    (image,) = group.source_images
+    assert list(image.referenced_frame_numbers) == [3]  # DICOM frame numbers are 1-based
