@@ -1,11 +1,15 @@
-"""Medical sample files: DICOM chest radiographs with planted PHI and a ChestX-ray14-style labels.csv.
+"""Medical sample files: DICOM chest radiographs with planted PHI and a CheXpert-style labels.csv.
 
 Layout under ``out`` (what ``medvit.ingest`` reads for the medical domain):
 
 * ``images/img_NNNNN.dcm``: DICOM Part 10 DX / CR chest radiographs, numbered in random order so
   that a file name says nothing about its patient;
-* ``labels.csv``: ``Image Index``, ``Finding Labels`` (``|``-joined, ``NO_FINDING`` when none),
-  ``Follow-up #``, ``Patient ID``, ``Patient Age``, ``Patient Gender``, ``View Position``.
+* ``labels.csv`` in CheXpert's layout (``medvit.ingest.chexpert``): ``Path`` (``images/img_NNNNN.dcm``,
+  relative to ``out``), ``Sex``, ``Age``, ``Frontal/Lateral``, ``AP/PA``, ``No Finding``, then one column
+  per finding: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain (``UNCERTAIN_FRACTION`` of all
+  entries, drawn at random, so the demo's ``uncertain: ignore`` masks them) or blank (``BLANK_FRACTION``
+  of the other negatives: "not mentioned"). There is no patient id column: ingest groups by the
+  DICOM PatientID.
 
 Each file comes from two builders: ``build_pixels`` maps the phantom's attenuation to stored values
 with their windows and photometric interpretation, and ``build_header`` makes the DICOM data set
@@ -44,6 +48,8 @@ from medvit.sample.output import SampleSummary, staging
 from medvit.sample.radiograph import FINDINGS, Anatomy, burn_in, chest_radiograph
 
 MEDICAL_ENTRIES = frozenset({"images", "labels.csv"})
+UNCERTAIN_FRACTION = 0.10  # of all finding entries: written -1.0 whatever the truth
+BLANK_FRACTION = 0.15      # of the remaining negative entries: written blank
 PHI_PRIVATE_CREATOR = "MEDVIT SYNTHETIC PHI"  # private block (0011,10xx); its (0011,1001) holds PHI
 # DICOM SOP classes (PS3.4 Annex B): Digital X-Ray for presentation, and Computed Radiography.
 _DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -313,8 +319,19 @@ def _label_design(rng: np.random.Generator, n: int, num_labels: int, prevalence:
     return best
 
 
+def _label_cells(rng: np.random.Generator, design: np.ndarray) -> np.ndarray:
+    """(n, L) CheXpert cells of the true findings ``design``: ``1.0``/``0.0``, some ``-1.0`` and blanks."""
+    cells = np.where(design, "1.0", "0.0").astype(object)
+    uncertain = (_assign(rng, design.size, [UNCERTAIN_FRACTION]) == 1).reshape(design.shape)
+    negatives = np.flatnonzero(~design & ~uncertain)
+    blank = negatives[_assign(rng, len(negatives), [BLANK_FRACTION]) == 1]
+    cells[uncertain] = "-1.0"
+    cells.flat[blank] = ""
+    return cells
+
+
 def write_medical(out: Path, cfg: SampleMedical, seed: int) -> SampleSummary:
-    """Write ``images/img_NNNNN.dcm`` and ``labels.csv`` (ChestX-ray14 style) into ``out``.
+    """Write ``images/img_NNNNN.dcm`` and ``labels.csv`` (CheXpert style) into ``out``.
 
     Headers vary the way real archives do: DX and CR; BitsStored 12 or 16; a share of MONOCHROME1
     images; a few with two windows; Explicit and Implicit VR Little Endian, RLE Lossless and JPEG
@@ -332,6 +349,7 @@ def write_medical(out: Path, cfg: SampleMedical, seed: int) -> SampleSummary:
     syntax = _assign(rng, n_images, [0.1, 0.1, 0.1])  # an index into _TRANSFER_SYNTAXES
     multi_window = _assign(rng, n_images, [0.1]) == 1
     design = _label_design(rng, n_images, len(findings), cfg.prevalence)
+    cells = _label_cells(np.random.default_rng([seed, 2]), design)  # own stream: the files stay as they were
     rows: list[dict[str, object]] = []
     with staging(out, MEDICAL_ENTRIES) as tmp, tqdm(total=n_images, desc="sample medical", unit="img") as bar:
         (tmp / "images").mkdir()
@@ -349,15 +367,16 @@ def write_medical(out: Path, cfg: SampleMedical, seed: int) -> SampleSummary:
                 ds = build_header(irng, study, image, _TRANSFER_SYNTAXES[syntax[k]], seed)
                 file_name = f"img_{numbers[k]:05d}.dcm"
                 _save(tmp / "images" / file_name, ds, image)
-                rows.append({"Image Index": file_name, "Finding Labels": "|".join(has) or NO_FINDING,
-                             "Follow-up #": j, "Patient ID": patient.patient_id, "Patient Age": study.age,
-                             "Patient Gender": patient.sex, "View Position": study.view})
+                rows.append({"Path": f"images/{file_name}", "Sex": {"F": "Female", "M": "Male"}[patient.sex],
+                             "Age": study.age, "Frontal/Lateral": "Frontal", "AP/PA": study.view,
+                             NO_FINDING: "" if has else "1.0", **dict(zip(findings, cells[k]))})
                 bar.update()
-        labels = pd.DataFrame(rows).sort_values("Image Index")
+        labels = pd.DataFrame(rows).sort_values("Path")
         labels.to_csv(tmp / "labels.csv", index=False, lineterminator="\n")
-    counts = {f: int(labels["Finding Labels"].str.split("|").map(lambda fs, f=f: f in fs).sum()) for f in findings}
-    counts[NO_FINDING] = int((labels["Finding Labels"] == NO_FINDING).sum())
+    counts = {f: int(design[:, j].sum()) for j, f in enumerate(findings)}
+    counts[NO_FINDING] = int((~design.any(1)).sum())
     detail = (", ".join(f"{k} {v}" for k, v in counts.items())
+              + f"; {int((cells == '-1.0').sum())} uncertain and {int((cells == '').sum())} blank entries"
               + f"; {int(mono1.sum())} MONOCHROME1, {int(burned.sum())} burned-in")
     return SampleSummary("medical", out, n_images, "DICOM files", cfg.n_patients, "patients", detail,
                          time.perf_counter() - start)

@@ -105,8 +105,9 @@ def mimic_raw(root: Path, n_subjects: int = 8) -> tuple[Path, dict[str, tuple[st
                 write_dicom_view(root / rel, i, k, "PA")
             else:
                 write_jpeg(root / rel, 100 + 2 * i + k)
-            meta.append({"dicom_id": dicom_id, "subject_id": subject, "study_id": study, "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
-                         "ViewPosition": view, "Rows": "48", "Columns": "40"})
+            meta.append({"dicom_id": dicom_id, "subject_id": subject, "study_id": study,
+                         "PerformedProcedureStepDescription": "CHEST (PA AND LAT)", "ViewPosition": view,
+                         "Rows": "48", "Columns": "40"})
             images[rel] = (subject, study)
     meta.append({**meta[0], "dicom_id": "ffffffff-missing"})                                   # no image
     write_jpeg(root / f"files/p01/p{1000000:08d}/s50000000/orphan.jpg", 7)                  # no metadata row

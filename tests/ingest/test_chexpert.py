@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ingest_inputs import ingest_cfg, medical_raw, write_csv
-from medical_formats import (CHEXPERT_FINDINGS, CHEXPERT_ROOT, PSEUDO, check_counts, chexpert_raw, report)
+from medical_formats import CHEXPERT_FINDINGS, CHEXPERT_ROOT, PSEUDO, check_counts, chexpert_raw
 
 from medvit.config import parse_params
 from medvit.data.manifest import read_manifest

@@ -47,5 +47,5 @@ def test_the_medical_format_is_detected_from_the_labels_header_unless_set(tmp_pa
     assert source_class("medical", mimic).default_labels(tmp_path, mimic) == tmp_path / "mimic-cxr-2.0.0-chexpert.csv"
     assert source_class("medical", null) is load_class("nih")                            # no labels file yet
     (tmp_path / "other.csv").write_text("file,label\n")
-    with pytest.raises(UserError, match=r"other\.csv: cannot tell the labels format.*set ingest\.medical\.label_format"):
+    with pytest.raises(UserError, match=r"other\.csv: cannot tell the labels format.*ingest\.medical\.label_format"):
         source_class("medical", null, tmp_path / "other.csv")

@@ -1,4 +1,4 @@
-"""Medical sample files: valid DICOM Part 10, ChestX-ray14-style labels, MONOCHROME1 and planted PHI."""
+"""Medical sample files: valid DICOM Part 10, CheXpert-style labels, MONOCHROME1 and planted PHI."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from medvit.data.layout import NO_FINDING
 from medvit.errors import UserError
 from medvit.sample.medical import (
     PHI_PRIVATE_CREATOR,
+    UNCERTAIN_FRACTION,
     SITES,
     Patient,
     StoredImage,
@@ -28,7 +29,6 @@ from medvit.sample.medical import (
     build_pixels,
     write_medical,
 )
-from medvit.sample.radiograph import FINDINGS
 
 MEDICAL = SampleMedical(n_patients=8, images_per_patient=3, image_size=64)
 DX, CR = "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1"
@@ -106,20 +106,29 @@ def test_medical_files_are_valid_dicom_part10(medical: Path) -> None:
     assert sum(1 for k in seen if k.startswith("rescale")) > 1  # slopes / intercepts vary
 
 
-def test_labels_csv_is_chestxray14_style(medical: Path) -> None:
-    labels = pd.read_csv(medical / "labels.csv")
-    assert list(labels.columns)[:2] == ["Image Index", "Finding Labels"] and "Patient ID" in labels
-    assert sorted(labels["Image Index"]) == sorted(p.name for p in (medical / "images").glob("*.dcm"))
-    assert labels["Patient ID"].nunique() == MEDICAL.n_patients
-    assert (labels.groupby("Patient ID").size() == MEDICAL.images_per_patient).all()
+def _labels(medical: Path) -> pd.DataFrame:
+    return pd.read_csv(medical / "labels.csv", dtype=str, keep_default_na=False)
+
+
+def test_labels_csv_is_chexpert_style(medical: Path) -> None:
+    labels = _labels(medical)
+    findings = list(MEDICAL.findings)
+    assert list(labels.columns) == ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", NO_FINDING, *findings]
+    assert sorted(labels["Path"]) == sorted(f"images/{p.name}" for p in (medical / "images").glob("*.dcm"))
+    cells = labels[findings].to_numpy()
+    assert set(cells.ravel()) == {"1.0", "0.0", "-1.0", ""}
+    assert (cells == "-1.0").sum() == round(UNCERTAIN_FRACTION * cells.size)
+    assert ((cells == "1.0").sum(1) >= 2).any()  # findings co-occur
+    assert all((cells[:, j] == "1.0").any() for j in range(len(findings)))
+    # No Finding is 1.0 only on rows without a positive finding.
+    normal = labels[NO_FINDING].to_numpy() == "1.0"
+    assert normal.any() and not (cells[normal] == "1.0").any()
+    assert set(labels["Sex"]) == {"Female", "Male"} and set(labels["Frontal/Lateral"]) == {"Frontal"}
+    assert set(labels["AP/PA"]) == {"AP", "PA"} and labels["Age"].astype(int).between(18, 100).all()
     for _, row in labels.iterrows():
-        names = row["Finding Labels"].split("|")
-        assert names == [NO_FINDING] or set(names) <= set(FINDINGS)
-        assert row["Patient ID"] not in row["Image Index"]  # the file name must not leak the patient
-        assert dcmread(medical / "images" / row["Image Index"], stop_before_pixels=True).PatientID == row["Patient ID"]
-    found = labels["Finding Labels"].str.split("|").explode().value_counts()
-    assert all(found.get(f, 0) > 0 for f in FINDINGS) and found.get(NO_FINDING, 0) > 0
-    assert (labels["Finding Labels"].str.count(r"\|") >= 1).any()  # findings co-occur
+        ds = dcmread(medical / row["Path"], stop_before_pixels=True)
+        assert ds.ViewPosition == row["AP/PA"] and {"F": "Female", "M": "Male"}[ds.PatientSex] == row["Sex"]
+        assert str(ds.PatientID) not in row["Path"]  # the file name must not leak the patient
 
 
 def test_monochrome1_displays_like_monochrome2(medical: Path) -> None:
@@ -137,19 +146,19 @@ def test_monochrome1_displays_like_monochrome2(medical: Path) -> None:
 
 
 def test_file_labels_match_the_pixels(medical: Path) -> None:
-    labels = pd.read_csv(medical / "labels.csv")
-    display = {n: _display(dcmread(medical / "images" / n)) for n in labels["Image Index"]}
-    has = lambda f: labels["Finding Labels"].str.split("|").map(lambda names: f in names).to_numpy()
+    labels = _labels(medical)
+    display = {n: _display(dcmread(medical / n)) for n in labels["Path"]}
     # The enlarged heart covers the lung beside and above the normal heart: (rows, cols) of 64 px.
     # (The other findings' effects are checked on paired renders below: in 24 files they overlap.)
-    value = np.array([display[n][27:32, 32:48].mean() for n in labels["Image Index"]])
-    assert value[has("cardiomegaly")].mean() - value[~has("cardiomegaly")].mean() > 0.15
+    value = np.array([display[n][27:32, 32:48].mean() for n in labels["Path"]])
+    positive, negative = (labels["cardiomegaly"] == "1.0").to_numpy(), labels["cardiomegaly"].isin(["0.0", ""])
+    assert value[positive].mean() - value[negative.to_numpy()].mean() > 0.15
 
 
 def test_planted_phi_is_in_the_raw_headers(medical: Path) -> None:
     phi = planted_phi(medical)
-    labels = pd.read_csv(medical / "labels.csv")
-    assert set(labels["Patient ID"]) <= phi
+    text = (medical / "labels.csv").read_text()
+    assert not any(value in text for value in phi)  # CheXpert's CSV has no patient id column
     ds = dcmread(next((medical / "images").glob("*.dcm")), stop_before_pixels=True)
     for keyword in PHI_KEYWORDS:
         value = str(ds[keyword].value)
