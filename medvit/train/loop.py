@@ -111,7 +111,10 @@ def predict(model: nn.Module, ds: Dataset, batch_size: int, info: D.DistInfo, nu
 
 def evaluate(model: nn.Module, ds: Dataset, loss_fn: nn.Module, batch_size: int, info: D.DistInfo,
              prefix: str, num_workers: int = 0) -> tuple[dict[str, float], np.ndarray]:
-    """``<prefix>loss`` + ranking metrics of ``ds``, and its (N, L) sigmoid scores."""
+    """``<prefix>loss`` + ranking metrics of ``ds``, and its (N, L) sigmoid scores.
+
+    Unknown (NaN) targets are masked in both: the masked loss and ``metrics.summary``.
+    """
     logits = predict(model, ds, batch_size, info, num_workers, desc=prefix.rstrip("/"))
     labels = np.asarray(ds.labels, np.float32)  # type: ignore[attr-defined]
     dev = next(loss_fn.buffers(), torch.empty(0)).device
