@@ -17,6 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject, transform_geom
 
+from medvit.cli import main
 from medvit.data.manifest import read_manifest
 from medvit.errors import UserError
 from medvit.ingest import ingest
@@ -124,9 +125,11 @@ def test_area_fraction_rule_at_the_boundary(tmp_path: Path) -> None:
                 (box(0, 48, 0, 64, 8), "forest")]                 # chip x=48: half covered, all forest
     labels = write_polygons(raw / "labels.gpkg", features, "EPSG:4326")
     sat = {**SAT, "label_source": "vector", "vector_class_field": "landcover", "min_label_fraction": 0.25}
-    _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0, satellite=sat)
+    params, _ = ingest_cfg(tmp_path, max_reject_fraction=1.0, satellite=sat)
     assert default_labels(raw, "vector") == labels
-    ingest("satellite", raw, labels, tmp_path / "out", cfg)
+    # Through the CLI, without --labels: the stage finds <raw>/labels.gpkg.
+    assert main(["ingest", "--domain", "satellite", "--params", str(params), "--raw", str(raw),
+                 "--out", str(tmp_path / "out")]) == 0
     got = labels_by_id(tmp_path / "out")
     assert got["a_00000_00000"] == (1, 0, 0, 0)   # forest at exactly 0.25: not above the fraction
     assert got["a_00000_00016"] == (1, 1, 0, 0)
