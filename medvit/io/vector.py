@@ -43,6 +43,7 @@ from medvit.io.geotiff import RasterReject, SceneInfo
 
 SUPERSAMPLE = 8  # sub-pixels per pixel side when rasterizing polygons
 POLYGONAL = ("Polygon", "MultiPolygon")
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,9 @@ def chip_coverage(polygons: Iterable[PixelPolygon], num_classes: int, y: int, x:
 
 def _pool(sub: np.ndarray, size: int, k: int) -> np.ndarray:
     """(size*k, size*k) bool -> (size, size) fraction of each pixel's sub-pixels that are set."""
+    if k == 8:  # one byte per pixel and sub-row: packbits + popcount is ~6x faster than a strided mean
+        counts = _POPCOUNT[np.packbits(sub, axis=1)]                       # (size*k, size)
+        return counts.reshape(size, k, size).sum(axis=1, dtype=np.uint16).astype(np.float32) * np.float32(1 / k**2)
     return sub.reshape(size, k, size, k).mean(axis=(1, 3), dtype=np.float32)
 
 

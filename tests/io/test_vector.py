@@ -122,3 +122,19 @@ def test_a_scene_without_crs_cannot_take_polygons(tmp_path: Path) -> None:
     with pytest.raises(RasterReject) as err:
         scene_polygons(layer, SceneInfo(64, 64, 1, "uint16", "", SCENE.transform, 1e-4))
     assert err.value.reason == "no CRS"
+
+
+def test_other_supersampling_factors_pool_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import medvit.io.vector as vector
+
+    poly = PixelPolygon(0, 0, {"type": "Polygon", "coordinates": [[(0, 0), (2.4, 0), (2.4, 3.5), (0, 3.5), (0, 0)]]},
+                        (0, 0, 3.5, 2.4))
+    eight = chip_coverage([poly], 1, 0, 0, 4)
+    monkeypatch.setattr(vector, "SUPERSAMPLE", 4)
+    four = chip_coverage([poly], 1, 0, 0, 4)
+    # Column 2 is 0.4 covered: 3/8 of the sub-columns at 8x, 2/4 at 4x; row 3 half covered at both.
+    np.testing.assert_allclose(eight[0][:3, 2], 3 / 8)
+    np.testing.assert_allclose(four[0][:3, 2], 2 / 4)
+    np.testing.assert_allclose(eight[0][3, :2], 0.5)
+    np.testing.assert_allclose(four[0][3, :2], 0.5)
+    np.testing.assert_allclose(four[0][:3, :2], 1.0)
