@@ -6,6 +6,7 @@ Usage::
     python benchmarks/ingest.py              # ~5-8 min on 2 cores
     python benchmarks/ingest.py --n 100 --size 256 --keep /tmp/bench
     python benchmarks/ingest.py --parts readers --cxr-n 12 --j2k-n 4
+    python benchmarks/ingest.py --parts bigearthnet --ben-n 2000 --repeats 3
 
 It writes ``--n`` uncompressed 16-bit CT-like DICOM files (``--size``
 square, with rescale and a header window), a 10x copy of them (hard links
@@ -37,6 +38,11 @@ the readers replace: parse, header, decode, intensity chain) per configuration, 
 as many rounds (1x for JPEG 2000); what it saves, as a share of the stage's per-file
 CPU time, is the least noisy estimate on a shared machine. A reader is worth its
 code only if it saves >= 5 % of the per-file time on the 2,500 x 3,000 files.
+
+BigEarthNet (issue 12, ``--parts bigearthnet``, ``benchmarks/_ingest_bigearthnet.py``):
+``--ben-n`` patches of 12 small band files; ingest files/s on all cores against a bare
+rasterio read loop over the same files (>= 0.8x) and against 1 worker (>= 1.7x), all
+in one process, interleaved, best of ``--repeats``, worst printed.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _figures  # after the sys.path line: benchmarks/ is not a package
+from _ingest_bigearthnet import bigearthnet
 
 _DRIVER = r"""
 import json, sys, time
@@ -376,8 +383,9 @@ def main() -> int:
     parser.add_argument("--factor", type=int, default=10, help="data multiplier for the RSS check")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; the best counts")
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
-    parser.add_argument("--parts", nargs="+", choices=("scaling", "readers"), default=["scaling", "readers"],
-                        help="what to measure (default: both)")
+    parser.add_argument("--parts", nargs="+", choices=("scaling", "readers", "bigearthnet"),
+                        default=["scaling", "readers", "bigearthnet"], help="what to measure (default: all)")
+    parser.add_argument("--ben-n", type=int, default=20000, help="BigEarthNet patches (default: %(default)s)")
     parser.add_argument("--cxr-n", type=int, default=24, help="uncompressed radiographs (default: %(default)s)")
     parser.add_argument("--j2k-n", type=int, default=4, help="JPEG 2000 radiographs (default: %(default)s)")
     parser.add_argument("--big-rows", type=int, default=3000, help="radiograph rows (default: %(default)s)")
@@ -389,10 +397,11 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        t0 = time.perf_counter()
-        write_dicoms(work / "x1", args.n, args.size)
-        print(f"data: {args.n} files of {args.size}x{args.size} uint16 (x1); {cores} cores; "
-              f"written in {time.perf_counter() - t0:.1f}s", flush=True)
+        if {"scaling", "readers"} & set(args.parts):
+            t0 = time.perf_counter()
+            write_dicoms(work / "x1", args.n, args.size)
+            print(f"data: {args.n} files of {args.size}x{args.size} uint16 (x1); {cores} cores; "
+                  f"written in {time.perf_counter() - t0:.1f}s", flush=True)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         if load > 0.5 * cores:
             print(f"note: load average {load:.1f} on {cores} cores before the runs; other processes compete "
@@ -401,6 +410,8 @@ def main() -> int:
             scaling(args, work, cores)
         if "readers" in args.parts:
             readers(args, work)
+        if "bigearthnet" in args.parts:
+            bigearthnet(args, work, cores)
         return 0
     finally:
         if not args.keep:

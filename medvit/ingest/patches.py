@@ -28,7 +28,7 @@ from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult
 from medvit.ingest.writers import NodataMasks, PartWriter
-from medvit.io.geotiff import BandStack, RasterReject, SceneInfo, chip_geometry, read_bands
+from medvit.io.geotiff import BandStack, RasterReject, SceneInfo, chip_geometry, gdal_session, read_bands
 
 # Band footprints agree when their bounds differ by less than this fraction of the finest pixel.
 EXTENT_TOLERANCE = 0.01
@@ -164,12 +164,13 @@ def decode_patch_block(block: PatchBlock) -> PatchBlockResult:
     writer = PartWriter(Path(state.shard_dir), f".part-{block.name}", state.shard_size)
     try:
         results = []
-        for task in block.tasks:
-            res = decode_patch(task)
-            for sample in res.samples:
-                sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
-                sample.image = None
-            results.append(res)
+        with gdal_session():
+            for task in block.tasks:
+                res = decode_patch(task)
+                for sample in res.samples:
+                    sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
+                    sample.image = None
+                results.append(res)
         return PatchBlockResult(results, writer.close())
     except BaseException:
         writer.abort()

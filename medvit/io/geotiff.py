@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
@@ -211,6 +211,11 @@ class BandStack:
     count: int                # bands in the file
 
 
+def gdal_session() -> rasterio.Env:
+    """One GDAL environment for many small reads (``rasterio.open`` would set one up per file)."""
+    return rasterio.Env()
+
+
 def read_bands(path: str | Path, indexes: tuple[int, ...], scale: float | None = None,
                names: tuple[str, ...] = ()) -> BandStack:
     """Read the 1-based band ``indexes`` of a whole (small) raster, masked and scaled as ``read_strip``.
@@ -233,14 +238,16 @@ def read_bands(path: str | Path, indexes: tuple[int, ...], scale: float | None =
             if missing:
                 which = [names[indexes.index(i)] if names else str(i) for i in missing]
                 raise RasterReject("missing band", f"{', '.join(which)} (file has {ds.count} band(s))")
-            data = ds.read(list(indexes), masked=True)  # (k, h, w) native dtype
+            # No nodata value and no mask band: skip GDAL's mask read and NumPy's masked array.
+            plain = ds.nodata is None and all(ds.mask_flag_enums[i - 1] == [MaskFlags.all_valid] for i in indexes)
+            data = ds.read(list(indexes), masked=not plain)  # (k, h, w) native dtype
             crs, transform, count = ds.crs.to_string() if ds.crs else "", tuple(ds.transform)[:6], ds.count
     except RasterReject:
         raise
     except (RasterioIOError, RasterioError) as err:
         raise RasterReject("not a raster", f"{path.name} ({type(err).__name__})") from None
     raw = np.ma.getdata(data)
-    valid = ~np.ma.getmaskarray(data)
+    valid = np.ones(raw.shape, bool) if plain else ~np.ma.getmaskarray(data)
     if raw.dtype.kind == "f":
         valid &= np.isfinite(raw)
     values = raw.astype(np.float32)

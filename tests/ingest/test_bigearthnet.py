@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 from ingest_inputs import ingest_cfg
 from patch_inputs import band_values, bigearthnet_v1, bigearthnet_v2, patch_name
 
@@ -219,3 +220,27 @@ def test_cache_is_identical_for_one_and_two_workers(tmp_path: Path) -> None:
         caches.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*"))
                        if p.is_file() and p.name != "report.json"})
     assert caches[0] == caches[1] and len([p for p in caches[0] if p.parts[0] == "shards"]) == 3
+
+
+def test_nodata_pixels_are_masked_and_filled_with_the_train_mean(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    names = bigearthnet_v1(raw, V1_LABELS)
+    name = names[3]
+    path = raw / name / f"{name}_B05.tif"            # a 20 m band: its nodata spreads to the 10 m grid
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, :10, :10] = 0
+        ds.write(data)
+        ds.nodata = 0
+    out, report = run(tmp_path, raw, raw, bands=["B02", "B05"])
+    assert report["n_rejected"] == 0
+    frame = read_manifest(out).frame.set_index("id")
+    row = frame.loc[name]
+    # 10 x 10 px at 20 m = 20 x 20 px at 10 m, plus the bilinear fringe of one 10 m pixel.
+    assert float(row["nodata_fraction"]) == pytest.approx(21 * 21 / 120**2)
+    assert (frame.drop(index=name)["nodata_fraction"] == 0).all()
+    image = np.asarray(ShardReader(out).get(int(row["shard"]), int(row["index"])))
+    mean = np.asarray(read_stats(out)["mean"], np.float32)
+    np.testing.assert_allclose(image[1, :21, :21], mean[1], rtol=1e-6)   # filled: normalises to 0
+    np.testing.assert_allclose(image[0], band_values(3, "B02") * np.float32(1e-4), rtol=1e-6)  # B02 untouched
+    assert image[1, 21:, 21:].min() > 0.1
