@@ -190,7 +190,7 @@ class ScenesSource(Source):
 
     @classmethod
     def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
-        """``<raw>/labels/`` (label rasters), ``<raw>/tiles.csv`` (csv), ``<raw>/labels.gpkg`` or ``.geojson`` (vector)."""
+        """``<raw>/labels/`` (rasters), ``<raw>/tiles.csv`` (csv), ``<raw>/labels.gpkg`` or ``.geojson`` (vector)."""
         return default_labels(raw, cfg.satellite.label_source)
 
     def list_inputs(self) -> list[Path]:

@@ -1,5 +1,6 @@
-"""Scene labels through the ingest stage: polygons (GeoJSON / GeoPackage, any CRS) and label rasters on other grids
-give the chip labels of label rasters on the scene's grid; the area-fraction rule at its boundary; fatal label errors."""
+"""Scene labels through the ingest stage: polygons (GeoJSON / GeoPackage, any CRS) and label rasters on other
+grids give the chip labels of label rasters on the scene's grid; the area-fraction rule at its boundary; fatal
+label errors."""
 
 from __future__ import annotations
 
