@@ -103,7 +103,11 @@ class VectorLabels:
         return tuple(polygons)
 
     def counts(self) -> dict[str, int]:
-        """report.json counts: polygons outside every ingested-or-rejected scene, features without geometry."""
+        """report.json counts: polygons outside every probed scene, features without geometry.
+
+        A polygon counts as outside when its bounding box, reprojected onto each scene's pixel grid, misses
+        the scene (a polygon whose box overlaps a scene while its area does not is counted as placed).
+        """
         return {"polygons_outside_scenes": int((~self.placed).sum()),
                 "polygons_without_geometry": self.layer.n_empty}
 
