@@ -218,9 +218,11 @@ def _covers(parent: str, key: str) -> bool:
 
 # DVC cannot declare a param for one matrix item only: evaluate@satellite declares the medical key too.
 # (stage, key) pairs a stage declares without reading them in the demo: DVC cannot declare a key for one
-# matrix item, or for one labels format (ingest.medical.metadata is read by the mimic format only).
+# matrix item, or for one labels format (ingest.medical.metadata is read by the mimic format only,
+# ingest.satellite.vector_class_field by label_source: vector only).
 OVER_DECLARED = {("evaluate@satellite", "ingest.medical.allow_burned_in"),
-                 ("ingest@medical", "ingest.medical.metadata")}
+                 ("ingest@medical", "ingest.medical.metadata"),
+                 ("ingest@satellite", "ingest.satellite.vector_class_field")}
 
 
 def test_declared_params_are_exactly_the_keys_each_stage_reads(pipeline: tuple[Path, dict[str, str]],
