@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", default=None, help="raw input folder (default: data/raw/<domain>)")
     parser.add_argument("--labels", default=None,
-                        help="labels: medical CSV (default <raw>/labels.csv); satellite label-raster folder "
+                        help="labels: medical CSV (default <raw>/labels.csv; label_format mimic: "
+                             "<raw>/mimic-cxr-2.0.0-chexpert.csv); satellite label-raster folder "
                              "(default <raw>/labels), tiles.csv (label_source: csv) or a GeoJSON / GeoPackage "
                              "of polygons (label_source: vector; default <raw>/labels.gpkg or labels.geojson)")
     parser.add_argument("--out", default=None, help="cache output folder (default: data/cache/<domain>)")
@@ -49,5 +50,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     report = ingest(args.domain, raw, labels, out, params.ingest)
     print(f"ingest {args.domain}: {report['n_input']} file(s): {report['n_ingested']} ingested "
           f"({report['n_samples']} samples: {report['splits']}), {report['n_rejected']} rejected "
-          f"{report['rejects_by_reason'] or ''} -> {out}")
+          f"{report['rejects_by_reason'] or ''}"
+          + (f", {report['n_filtered']} left out by filters {report['filtered_by_reason']}"
+             if report["n_filtered"] else "")
+          + f" -> {out}")
     return 0
