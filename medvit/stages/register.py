@@ -66,7 +66,8 @@ def _new_version(cfg: RegisterConfig, model_dir: Path, ev: EvaluateOutputs, gate
     if cfg.onnx:
         onnx_path, onnx_opset, diff = _export_onnx(model_dir, cfg.onnx_opset, tmp)
     meta = card_args["meta"]
-    info = registry.log_servable_model(model_dir, meta["label_names"], ev.thresholds, ev.threshold_method, onnx_path)
+    info = registry.log_servable_model(model_dir, meta["label_names"], ev.thresholds, ev.threshold_method, onnx_path,
+                                       card_args["registered_model"])
     card_md = card.render_card(**card_args, onnx_opset=onnx_opset)
     tags = registry.version_tags(
         meta, finetune=ev.finetune, baselines=ev.baselines, threshold_method=ev.threshold_method,

@@ -156,7 +156,10 @@ def _pip_requirements() -> list[str]:
     """Pinned runtime requirements of the servable model (no inference: that would load it in a subprocess)."""
     from importlib.metadata import version
 
-    return [f"{dist}=={version(dist).split('+')[0]}" for dist in ("torch", "timm", "safetensors", "numpy", "pandas")]
+    # The raw-file path (medvit.data.preprocess) decodes DICOM, PNG/JPEG and GeoTIFF in the served model.
+    dists = ("torch", "timm", "safetensors", "numpy", "pandas", "pydantic", "pyyaml", "pydicom", "python-gdcm",
+             "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pillow", "opencv-python-headless", "rasterio")
+    return [f"{dist}=={version(dist).split('+')[0]}" for dist in dists]
 
 
 def log_servable_model(
@@ -165,28 +168,32 @@ def log_servable_model(
     thresholds: Sequence[float],
     threshold_method: str,
     onnx_path: Path | None = None,
+    registered_model: str | None = None,
 ) -> Any:
     """Log the pyfunc (from code, safetensors artifacts) to the active MLflow run; returns its ModelInfo.
 
-    The signature is one unnamed float32 (-1, C, -1, -1) tensor (unnamed, so
-    ``predict`` receives an array, not a dict): any batch and any spatial
-    size (the model resizes to img_size like evaluation); the input example is a
-    seeded uniform random batch at img_size, never patient pixels.
+    The model takes a cache-scaled float (N, C, H, W) tensor or a frame with a
+    binary ``file`` column of raw files (``pyfunc.INPUTS``). An MLflow signature
+    describes one input kind, so the signature declares the output columns, and
+    both inputs are listed in the MLmodel ``metadata`` (``medvit_inputs``; the pyfunc
+    checks them itself). The input example is a seeded uniform random batch at
+    img_size, never patient pixels. ``registered_model`` (metadata) lets the served
+    model report its name and look its version up.
     """
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema
 
     from medvit.tracking import pyfunc
 
     meta = json.loads((model_dir / "meta.json").read_text())
     channels, size = int(meta["in_chans"]), int(meta["img_size"])
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
-        outputs=Schema([ColSpec("double", pyfunc.SCORE_PREFIX + n) for n in label_names]
-                       + [ColSpec("long", pyfunc.LABEL_PREFIX + n) for n in label_names]),
-    )
+    outputs = ([ColSpec("long", "input"), ColSpec("string", "id"), ColSpec("string", "bounds")]
+               + [ColSpec("double", pyfunc.SCORE_PREFIX + n) for n in label_names]
+               + [ColSpec("long", pyfunc.LABEL_PREFIX + n) for n in label_names]
+               + [ColSpec("string", c) for c in pyfunc.META_COLUMNS])
+    signature = ModelSignature(inputs=None, outputs=Schema(outputs))
     example = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
     package = Path(__file__).resolve().parents[1]  # the medvit package, shipped as code with the model
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +210,8 @@ def log_servable_model(
         artifacts = {"classifier": str(clf), "thresholds": str(spec)}
         if onnx_path is not None:
             artifacts["onnx"] = str(onnx_path)
+        metadata = {"medvit_inputs": dict(pyfunc.INPUTS), "raw_files": bool(meta.get("preprocess")),
+                    "registered_model": registered_model or "unknown"}
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=pyfunc.__file__,
@@ -211,6 +220,7 @@ def log_servable_model(
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),
+            metadata=metadata,
         )
 
 

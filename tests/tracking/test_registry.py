@@ -63,8 +63,12 @@ def test_servable_model_is_logged_from_code_without_pickle(
     mlmodel = (local / "MLmodel").read_text()
     assert "model_code_path" in mlmodel and "python_model.pkl" not in mlmodel
     info = mlflow.models.get_model_info(f"models:/{NAME}@candidate")
-    spec = info.signature.inputs.inputs[0]
-    assert spec.type.name == "float32" and spec.shape == (-1, 1, -1, -1)
+    # Two input kinds (tensor, raw files) are declared in the metadata; the signature declares the outputs.
+    assert info.signature.inputs is None and set(info.metadata["medvit_inputs"]) == {"tensor", "file"}
+    outputs = info.signature.outputs.input_names()
+    assert outputs[:3] == ["input", "id", "bounds"] and outputs[-3:] == ["model", "version", "error"]
+    assert "score:effusion" in outputs and "label:effusion" in outputs
+    assert info.metadata["registered_model"] == NAME
     thresholds = json.loads((local / "artifacts" / "thresholds.json").read_text())
     assert thresholds["thresholds"] == [0.4, 0.5, 0.6]
 
