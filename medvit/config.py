@@ -127,6 +127,11 @@ class IngestSatellite(Section):
             raise ValueError("bands and band_names must have the same length")
         return self
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The scenes' cache channel names: the selected band names, or ``band_names`` for indexed bands."""
+        return tuple(b.strip() for b in self.bands if isinstance(b, str)) or self.band_names
+
 
 class IngestConfig(Section):
     seed: int = 0

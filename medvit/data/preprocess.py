@@ -225,7 +225,7 @@ class Preprocessor:
         Raises:
             RasterReject: not a raster, band count mismatch, mixed dtypes.
         """
-        return probe(path, self._indexed_bands(), self.scale)
+        return probe(path, self.bands, self.scale)
 
     def size_reject(self, info: SceneInfo) -> str | None:
         """Ingest's reject reason for a scene smaller than one chip, else None."""
@@ -236,7 +236,7 @@ class Preprocessor:
 
     def read_strip(self, path: str | Path, info: SceneInfo, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows [row0, row1) of the selected bands, scaled, with the valid mask (see ``medvit.io.geotiff``)."""
-        return read_strip(path, self._indexed_bands(), row0, row1, info.scale)
+        return read_strip(path, info.bands, row0, row1, info.scale)
 
     def too_much_nodata(self, chip: Chip) -> bool:
         """Whether ingest drops ``chip`` (``ingest.satellite.max_nodata_fraction``)."""
@@ -272,12 +272,6 @@ class Preprocessor:
             image = fill_nodata(chip.image, chip.valid, self.fill)
             items.append(Item(cid, image, geometry["bounds"], geometry["crs"]))
         return items
-
-    def _indexed_bands(self) -> tuple[int, ...]:
-        if any(isinstance(b, str) for b in self.bands):
-            raise RasterReject("band count mismatch", "the model's bands are named (a data-set format); "
-                               "raw scenes need 1-based band indexes")
-        return tuple(int(b) for b in self.bands)
 
     # ------------------------------------------------------------------ raw bytes
     def decode(self, data: bytes, name: str = "") -> list[Item] | str:

@@ -8,10 +8,10 @@ Bands are selected by name (``B02``; ``B2`` and lower case are accepted) or by a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from medvit.errors import UserError
+from medvit.io.geotiff import band_name
 
 # Sentinel-2 MSI ground sampling distance (m) per band (ESA Sentinel-2 User Handbook, table 1).
 RESOLUTION_M: dict[str, int] = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
@@ -23,17 +23,6 @@ BIGEARTHNET_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", 
 # EuroSAT multispectral (Level-1C): the band order inside each 13-band file, B8A last.
 EUROSAT_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11",
                                   "B12", "B8A")
-
-_NAME = re.compile(r"^B(\d{1,2}|8A)$")
-
-
-def band_name(name: str) -> str | None:
-    """The canonical Sentinel-2 name of ``name`` (``b2`` -> ``B02``, ``b8a`` -> ``B8A``), None if not one."""
-    match = _NAME.match(name.strip().upper())
-    if match is None:
-        return None
-    digits = match.group(1)
-    return "B8A" if digits == "8A" else f"B{int(digits):02d}"
 
 
 def resolve_bands(bands: Sequence[int | str], order: Sequence[str], fmt: str) -> tuple[str, ...]:

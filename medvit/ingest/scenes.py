@@ -98,7 +98,7 @@ def decode_strip(task: StripTask) -> TaskResult:
     stem = Path(task.key).stem
     result = TaskResult(key=task.key, source=task.key)
     try:
-        values, valid = read_strip(task.path, cfg.bands, task.row0, task.row1, task.scene.scale)
+        values, valid = read_strip(task.path, task.scene.bands, task.row0, task.row1, task.scene.scale)
         label_strip = None
         if task.label_path is not None:
             warp = label_grid_differs(task.scene, task.label_path)
@@ -341,7 +341,7 @@ class ScenesSource(Source):
                  "polygons_without_geometry": self.counters["polygons_without_geometry"],
                  "unreferenced_cache_rows": self.counters["orphans"],
                  "nodata_fill": "train-split band mean (normalises to 0)"}
-        return CacheInfo(channels=list(self.cfg.satellite.band_names), size=self.cfg.satellite.tile_size, extra=extra)
+        return CacheInfo(channels=list(self.cfg.satellite.channel_names), size=self.cfg.satellite.tile_size, extra=extra)
 
     def fill_nodata(self, mean: np.ndarray) -> None:
         """Set the masked pixels of the cached chips to the train-split band ``mean``."""

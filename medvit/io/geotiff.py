@@ -16,6 +16,7 @@ can fill them after the train statistics are known.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,50 @@ class SceneInfo:
     crs: str
     transform: tuple[float, float, float, float, float, float]
     scale: float
+    bands: tuple[int, ...] = ()     # the selected bands as 1-based indexes (names resolved by ``probe``)
+
+
+_S2_NAME = re.compile(r"^B(\d{1,2}|8A)$")
+
+
+def band_name(name: str) -> str | None:
+    """The canonical Sentinel-2 name of ``name`` (``b2`` -> ``B02``, ``b8a`` -> ``B8A``), None if not one."""
+    match = _S2_NAME.match(name.strip().upper())
+    if match is None:
+        return None
+    digits = match.group(1)
+    return "B8A" if digits == "8A" else f"B{int(digits):02d}"
+
+
+def band_indexes(bands: tuple[int | str, ...], descriptions: tuple[str | None, ...]) -> tuple[int, ...]:
+    """1-based indexes of ``bands``: indexes as given, names looked up in the file's band descriptions.
+
+    A name matches a description equal to it (case and surrounding blanks ignored) or naming the same
+    Sentinel-2 band (``B2`` = ``B02``).
+
+    Raises:
+        RasterReject: a selected band the file lacks (named).
+    """
+    out, missing = [], []
+    keys = [(d or "").strip().upper() for d in descriptions]
+    canon = [band_name(k) if k else None for k in keys]
+    for band in bands:
+        if isinstance(band, int):
+            if not 1 <= band <= len(descriptions):
+                missing.append(str(band))
+            out.append(band)
+            continue
+        key, s2 = band.strip().upper(), band_name(band)
+        hits = [i for i, k in enumerate(keys) if k == key] or [i for i, c in enumerate(canon) if s2 and c == s2]
+        if len(hits) != 1:
+            missing.append(band)
+            continue
+        out.append(hits[0] + 1)
+    if missing:
+        named = [d.strip() for d in descriptions if d and d.strip()]
+        raise RasterReject("missing band", f"{', '.join(missing)} (file has {len(descriptions)} band(s)"
+                           + (f" named {', '.join(named)})" if named else ", without band names)"))
+    return tuple(out)
 
 
 def default_scale(dtype: str) -> float:
@@ -64,27 +109,29 @@ def default_scale(dtype: str) -> float:
     return 1.0
 
 
-def probe(path: str | Path, bands: tuple[int, ...], scale: float | None = None) -> SceneInfo:
-    """Open a scene's header and check the selected bands exist.
+def probe(path: str | Path, bands: tuple[int | str, ...], scale: float | None = None) -> SceneInfo:
+    """Open a scene's header and check the selected bands (1-based indexes or names) exist.
 
     Raises:
-        RasterReject: empty file, not a raster, band count mismatch, mixed band dtypes.
+        RasterReject: empty file, not a raster, band count mismatch, a named band missing, mixed band dtypes.
     """
     path = Path(path)
     if path.stat().st_size == 0:
         raise RasterReject("empty file")
     try:
         with _quiet(), rasterio.open(path) as ds:
-            if max(bands) > ds.count or min(bands) < 1:
+            named = any(isinstance(b, str) for b in bands)
+            if not named and (max(bands) > ds.count or min(bands) < 1):  # type: ignore[type-var]
                 raise RasterReject("band count mismatch", f"file has {ds.count} band(s); ingest.satellite.bands "
                                    f"needs band(s) {list(bands)}")
-            dtypes = {ds.dtypes[b - 1] for b in bands}
+            indexes = band_indexes(bands, tuple(ds.descriptions))
+            dtypes = {ds.dtypes[b - 1] for b in indexes}
             if len(dtypes) != 1:
                 raise RasterReject("mixed band dtypes", ", ".join(sorted(dtypes)))
             dtype = dtypes.pop()
             return SceneInfo(height=ds.height, width=ds.width, count=ds.count, dtype=dtype,
                              crs=ds.crs.to_string() if ds.crs else "", transform=tuple(ds.transform)[:6],
-                             scale=float(scale) if scale is not None else default_scale(dtype))
+                             scale=float(scale) if scale is not None else default_scale(dtype), bands=indexes)
     except RasterReject:
         raise
     except (RasterioIOError, RasterioError) as err:
