@@ -80,6 +80,8 @@ def match_chexpert_labels(path: Path, files: Sequence[str], root_name: str, mcfg
     if not by_file and len(frame):
         raise UserError(f"{path}: none of its {len(frame)} '{PATH}' values is a file under the raw folder; "
                         "'Path' is relative to --raw (a first folder named like --raw itself is dropped)")
+    # Every patient folder under the raw folder is an identifier: an unlabelled file's path is pseudonymised too.
+    patients |= {patient_folder(f) for f in files}
     return MedicalLabels(names, by_file, frozenset(p for p in patients if p), missing, demographics)
 
 

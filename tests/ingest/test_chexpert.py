@@ -62,6 +62,9 @@ def test_chexpert_end_to_end_detected_from_the_header(tmp_path: Path) -> None:
     assert set(frame["view"]) == {"AP", "PA", "LATERAL", "LL", "RL"}
     assert "90+" in set(frame["age_band"]) and "unknown" in set(frame["sex"])
     assert frame["source"].str.startswith("pseudo:").all()   # the paths hold the patient folder
+    for path in out.rglob("*"):   # no patient folder name in any output byte
+        if path.is_file():
+            assert b"patient000" not in path.read_bytes(), path.name
     # Empty manifest cells where unknown; report counts known positives and unknowns.
     text = (out / "manifest.csv").read_text().splitlines()
     assert any(",," in line or line.endswith(",") for line in text[1:])

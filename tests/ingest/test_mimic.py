@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ingest_inputs import ingest_cfg, write_csv
-from medical_formats import MIMIC_FINDINGS, PSEUDO, check_counts, mimic_raw, mimic_study
+from medical_formats import MIMIC_FINDINGS, PSEUDO, check_counts, mimic_raw, mimic_study, write_jpeg
 
 from medvit.data.manifest import read_manifest
 from medvit.errors import UserError
@@ -29,6 +29,7 @@ def test_image_key_keeps_ids_as_strings() -> None:
 
 def test_mimic_end_to_end(tmp_path: Path) -> None:
     raw, images = mimic_raw(tmp_path / "mimic")
+    write_jpeg(raw / "files/p01/p01000777/s51111111/dddddddd.jpg", 9)   # a subject no CSV names
     _, cfg = ingest_cfg(tmp_path, medical={"image_size": 32, "label_format": "mimic", "metadata": META,
                                            "uncertain": "ones", "blank": "ignore"})
     out = tmp_path / "cache"
@@ -36,7 +37,8 @@ def test_mimic_end_to_end(tmp_path: Path) -> None:
     check_counts(_keys(raw), out)
     assert rep["n_ingested"] == 16 and rep["labels_without_images"] == 1
     assert set(pd.read_csv(out / "rejects.csv")["reason"]) == {"no labels: not listed in the labels file"}
-    assert rep["n_rejected"] == 2    # the image without a metadata row, the one whose study has no labels
+    # The image without a metadata row, the one whose study has no labels, the one of an unknown subject.
+    assert rep["n_rejected"] == 3
 
     manifest = read_manifest(out)
     frame, y = manifest.frame, manifest.labels()
@@ -50,6 +52,11 @@ def test_mimic_end_to_end(tmp_path: Path) -> None:
         np.testing.assert_array_equal(y[i], np.array(want, np.float32))
     assert sorted(frame["view"].value_counts().items()) == [("LATERAL", 7), ("PA", 9)]
     assert frame["source"].str.startswith("pseudo:").all()   # the paths hold the subject id
+    subjects = {ids[0] for ids in images.values()} | {"01000099", "01000777"}
+    for path in out.rglob("*"):   # no subject id in any output byte (the split group is its pseudonym)
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(s.encode() in data for s in subjects), path.name
     assert np.isnan(y).any() and rep["labels_unknown"] == {n: int(np.isnan(y[:, j]).sum())
                                                            for j, n in enumerate(MIMIC_FINDINGS)}
 
