@@ -219,10 +219,13 @@ def _covers(parent: str, key: str) -> bool:
 # DVC cannot declare a param for one matrix item only: evaluate@satellite declares the medical key too.
 # (stage, key) pairs a stage declares without reading them in the demo: DVC cannot declare a key for one
 # matrix item, or for one labels format (ingest.medical.metadata is read by the mimic format only,
-# ingest.satellite.vector_class_field by label_source: vector only).
+# ingest.satellite.vector_class_field by label_source: vector only, use_official_split and nomenclature
+# by the BigEarthNet / EuroSAT formats only).
 OVER_DECLARED = {("evaluate@satellite", "ingest.medical.allow_burned_in"),
                  ("ingest@medical", "ingest.medical.metadata"),
-                 ("ingest@satellite", "ingest.satellite.vector_class_field")}
+                 ("ingest@satellite", "ingest.satellite.vector_class_field"),
+                 ("ingest@satellite", "ingest.satellite.use_official_split"),
+                 ("ingest@satellite", "ingest.satellite.nomenclature")}
 
 
 def test_declared_params_are_exactly_the_keys_each_stage_reads(pipeline: tuple[Path, dict[str, str]],
