@@ -125,6 +125,8 @@ class IngestSatellite(Section):
         # Indexed scene bands need channel names; named bands and the data set formats name their own.
         if self.format == "scenes" and not any(named) and len(self.bands) != len(self.band_names):
             raise ValueError("bands and band_names must have the same length")
+        if not self.format.startswith("bigearthnet") and (self.use_official_split or self.nomenclature):
+            raise ValueError("use_official_split and nomenclature apply to the bigearthnet-v1/-v2 formats only")
         return self
 
     @property
@@ -275,6 +277,13 @@ class ZeroshotConfig(Section):
 
 
 # --------------------------------------------------------------------------- evaluate / register
+class EvaluateSubgroups(Section):
+    """Manifest columns whose values form the subgroups of ``subgroups.csv``, per domain."""
+
+    medical: tuple[str, ...] = ("sex", "age_band", "view", "manufacturer", "manufacturer_model", "site")
+    satellite: tuple[str, ...] = ("scene", "tile", "country", "season", "nodata_fraction")
+
+
 class EvaluateConfig(Section):
     seed: int = 0
     threshold_method: Literal["youden", "f1", "sensitivity"] = "youden"
@@ -284,6 +293,10 @@ class EvaluateConfig(Section):
     ci_level: float = Field(0.95, gt=0, lt=1)
     ece_bins: int = Field(10, ge=2)
     n_attention_maps: int = Field(4, ge=0)
+    subgroups: EvaluateSubgroups = EvaluateSubgroups()
+    min_groups: int = Field(10, ge=2)            # fewer groups: "too few groups for an interval" (issue #14)
+    n_failure_cases: int = Field(3, ge=0)         # top-k false positives and negatives per label
+    upload_patient_pixels: bool = False           # medical overlays to MLflow (default: local report only)
 
 
 class RegisterConfig(Section):

@@ -39,7 +39,9 @@ def test_params_take_indexes_or_names_never_a_mix() -> None:
     for bad, match in [({"bands": [1, "B02"]}, "not a mix"), ({"bands": [0, 1], "band_names": ["a", "b"]},
                                                               "1-based"),
                        ({"bands": [1, 2]}, "same length"), ({"bands": []}, "at least one"),
-                       ({"format": "landsat"}, "format")]:
+                       ({"format": "landsat"}, "format"),
+                       ({"format": "eurosat", "bands": ["B02"], "use_official_split": True}, "bigearthnet"),
+                       ({"nomenclature": "bigearthnet-19"}, "bigearthnet-v1/-v2 formats only")]:
         with pytest.raises(ConfigError, match=match):
             parse_params({"ingest": {"satellite": bad}})
 
