@@ -37,6 +37,12 @@ KEYS: tuple[str, str] = ("subject_id", "study_id")
 SUFFIXES: tuple[str, ...] = (".dcm", ".jpg")
 
 
+def published(raw: Path, name: str) -> Path:
+    """``<raw>/<name>``, or ``<raw>/<name>.gz`` when only the gzipped file (as PhysioNet ships it) exists."""
+    plain, gz = raw / name, raw / f"{name}.gz"
+    return gz if not plain.exists() and gz.exists() else plain
+
+
 def image_key(subject: str, study: str, dicom_id: str, suffix: str) -> str:
     """``p<first two chars of subject>/p<subject>/s<study>/<dicom_id><suffix>``, relative to ``files/``."""
     return f"p{subject[:2]}/p{subject}/s{study}/{dicom_id}{suffix}"
@@ -103,8 +109,8 @@ class MimicSource(NihSource):
 
     @classmethod
     def default_labels(cls, raw: Path, cfg: IngestConfig) -> Path:
-        """``<raw>/mimic-cxr-2.0.0-chexpert.csv``."""
-        return raw / LABELS
+        """``<raw>/mimic-cxr-2.0.0-chexpert.csv`` (or ``.csv.gz``)."""
+        return published(raw, LABELS)
 
     @classmethod
     def detect(cls, labels: Path) -> bool:
@@ -113,8 +119,9 @@ class MimicSource(NihSource):
         return all(k in columns for k in KEYS) and "dicom_id" not in columns
 
     def metadata(self) -> Path:
-        """The metadata CSV: ``ingest.medical.metadata`` (or the published name) under ``--raw``."""
-        return self.raw / (self.cfg.medical.metadata or METADATA)
+        """The metadata CSV: ``ingest.medical.metadata`` under ``--raw``, else the published name (``.gz`` too)."""
+        name = self.cfg.medical.metadata
+        return self.raw / name if name else published(self.raw, METADATA)
 
     def list_inputs(self) -> list[Path]:
         """Every non-hidden file under ``<raw>/files`` (or ``<raw>``), the two CSVs excluded."""

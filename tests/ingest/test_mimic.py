@@ -63,7 +63,7 @@ def test_mimic_end_to_end(tmp_path: Path) -> None:
 
 def test_mimic_detected_and_views_filtered(tmp_path: Path) -> None:
     raw, _ = mimic_raw(tmp_path / "mimic")
-    _, cfg = ingest_cfg(tmp_path, medical={"image_size": 32, "metadata": META, "views": ["PA"]})
+    _, cfg = ingest_cfg(tmp_path, medical={"image_size": 32, "views": ["PA"]})   # metadata null: the .gz found
     out = tmp_path / "cache"
     rep = ingest("medical", raw, raw / "mimic-cxr-2.0.0-chexpert.csv", out, cfg)   # label_format null
     check_counts(_keys(raw), out)
@@ -75,9 +75,9 @@ def test_mimic_detected_and_views_filtered(tmp_path: Path) -> None:
 def test_mimic_label_and_metadata_problems(tmp_path: Path) -> None:
     raw, _ = mimic_raw(tmp_path / "mimic", n_subjects=3)
     labels = raw / "mimic-cxr-2.0.0-chexpert.csv"
-    _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0, medical={"image_size": 32, "label_format": "mimic"})
-    with pytest.raises(UserError, match=r"mimic-cxr-2.0.0-metadata.csv: MIMIC-CXR metadata CSV not found; "
-                                        r"set ingest.medical.metadata"):
+    _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0,
+                        medical={"image_size": 32, "label_format": "mimic", "metadata": "meta.csv"})
+    with pytest.raises(UserError, match=r"meta\.csv: MIMIC-CXR metadata CSV not found; set ingest.medical.metadata"):
         ingest("medical", raw, labels, tmp_path / "o1", cfg)
     _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0,
                         medical={"image_size": 32, "label_format": "mimic", "metadata": META})
