@@ -142,3 +142,39 @@ def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:
         yield uri
     finally:
         stop_server(proc)
+
+
+@pytest.fixture
+def dicom_model(tmp_path: Path, make_model: Callable[..., dict[str, Any]], make_report: Callable[..., Path],
+                register: Callable[..., int], tracking: str) -> dict[str, Any]:
+    """A registered tiny medical model (``medvit-medical`` version 1, thresholds 0.2/0.5/0.8) whose meta.json
+    carries the preprocess params of a 48 px medical cache (medvit.data.preprocess)."""
+    from medvit.data.preprocess import Preprocessor
+
+    prep = Preprocessor("medical", 48, dicom={"voi": "header", "window": None, "percentiles": [0.5, 99.5],
+                                              "multiframe": "first", "allow_burned_in": False})
+    meta = make_model(preprocess=prep.with_model(32, [0.45], [0.25]).to_json())
+    make_report(thresholds=[0.2, 0.5, 0.8])
+    assert register() == 0
+    return meta
+
+
+@pytest.fixture
+def dicom_scores(tmp_path: Path) -> Callable[[Path], Any]:
+    """Factory: the tmp_path/models classifier's (L,) scores for one DICOM file, computed on ingest's decode
+    (read_frames, 48 px letterbox) and the evaluation transform."""
+    import numpy as np
+
+    from medvit.data.preprocess import letterbox
+    from medvit.data.transforms import eval_transform
+    from medvit.io.dicom import DicomOptions, read_frames
+    from medvit.models.classifier import load_classifier
+
+    def _scores(path: Path) -> np.ndarray:
+        model, meta = load_classifier(tmp_path / "models")
+        _, frames = read_frames(path, DicomOptions())
+        x = eval_transform(32, meta["mean"], meta["std"])(letterbox(next(frames)[1], 48))
+        with torch.no_grad():
+            return torch.sigmoid(model(torch.from_numpy(x[None]))).numpy()[0]
+
+    return _scores

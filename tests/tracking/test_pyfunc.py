@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))  # the ingest tests' input writers
@@ -20,13 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))  # the i
 from ingest_inputs import KEY, SAT, ingest_cfg, medical_raw, satellite_raw, write_dicom  # noqa: E402
 
 from medvit.cli import main  # noqa: E402
-from medvit.data.preprocess import Preprocessor  # noqa: E402
 from medvit.data.scores import read_scores  # noqa: E402
-from medvit.data.transforms import eval_transform  # noqa: E402
 from medvit.deid import KEY_ENV, Pseudonymizer  # noqa: E402
 from medvit.ingest import ingest  # noqa: E402
-from medvit.io.dicom import DicomOptions, read_frames  # noqa: E402
-from medvit.models.classifier import load_classifier  # noqa: E402
 from medvit.tracking.registry import log_servable_model  # noqa: E402
 
 TINY = {
@@ -108,30 +103,8 @@ def test_scores_from_raw_files_equal_the_finetune_stage_scores(
         assert out["id"].str.startswith("tile0_").sum() == 16
 
 
-@pytest.fixture
-def dicom_model(tmp_path: Path, make_model: Callable[..., dict], make_report: Callable[..., Path],
-                register: Callable[..., int], tracking: str) -> dict:
-    """A registered tiny medical model whose meta.json carries the preprocess params (48 px cache)."""
-    prep = Preprocessor("medical", 48, dicom={"voi": "header", "window": None, "percentiles": [0.5, 99.5],
-                                              "multiframe": "first", "allow_burned_in": False})
-    meta = make_model(preprocess=prep.with_model(32, [0.45], [0.25]).to_json())
-    make_report(thresholds=[0.2, 0.5, 0.8])
-    assert register() == 0
-    return meta
-
-
-def expected_dicom_scores(model_dir: Path, path: Path) -> np.ndarray:
-    """The classifier on ingest's decode (read_frames, 48 px letterbox) and the evaluation transform."""
-    from medvit.ingest.pixels import letterbox
-
-    model, meta = load_classifier(model_dir)
-    _, frames = read_frames(path, DicomOptions())
-    x = eval_transform(32, meta["mean"], meta["std"])(letterbox(next(frames)[1], 48))
-    with torch.no_grad():
-        return torch.sigmoid(model(torch.from_numpy(x[None]))).numpy()[0]
-
-
-def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_model: dict) -> None:
+def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_model: dict,
+                                                        dicom_scores: Callable[[Path], np.ndarray]) -> None:
     model = mlflow.pyfunc.load_model("models:/medvit-medical@candidate")
     write_dicom(tmp_path / "ok.dcm", 1, 0)
     write_dicom(tmp_path / "burned.dcm", 2, 0, burned_in="YES")
@@ -146,7 +119,7 @@ def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_mo
     assert out["error"][0] == "" and out["error"][1] == "not DICOM"
     assert out["error"][2].startswith("burned-in annotation") and out["error"][3].startswith("no pixel data")
     assert out["error"][4] == "empty file" and out["error"][5].startswith("truncated or corrupt")
-    expected = expected_dicom_scores(tmp_path / "models", tmp_path / "ok.dcm")
+    expected = dicom_scores(tmp_path / "ok.dcm")
     got = out.loc[0, [f"score:{n}" for n in dicom_model["label_names"]]].to_numpy(float)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert out.loc[0, [f"label:{n}" for n in dicom_model["label_names"]]].tolist() == (

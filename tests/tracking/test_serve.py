@@ -1,8 +1,15 @@
-"""Serve round trip: `mlflow models serve -m models:/medvit-medical@candidate` answers /invocations."""
+"""Serve round trip: `mlflow models serve -m models:/medvit-medical@candidate` answers /invocations.
+
+One real server (``--env-manager local``, loopback) per test: tensors, raw DICOM bytes
+with bad files in the batch, and the request errors (malformed, empty, oversize).
+"""
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -11,45 +18,69 @@ import numpy as np
 import pytest
 import torch
 
-from medvit.data.transforms import eval_transform
-from medvit.models.classifier import load_classifier
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))  # the ingest tests' input writers
+
+from ingest_inputs import write_dicom  # noqa: E402
+
+from medvit.data.transforms import eval_transform  # noqa: E402
+from medvit.models.classifier import load_classifier  # noqa: E402
+from medvit.tracking.serving import MAX_BYTES_ENV  # noqa: E402
+
+
+def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 @pytest.mark.slow
-def test_served_candidate_returns_scores_and_thresholded_labels(
-    tmp_path: Path, tracking: str, make_model: Callable[..., dict], make_report: Callable[..., Path],
-    register: Callable[..., int], model_server: Callable[[str], str],
+def test_served_candidate_scores_dicom_bytes_and_answers_request_errors(
+    tmp_path: Path, dicom_model: dict, dicom_scores: Callable[[Path], np.ndarray], model_server: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    meta = make_model()
-    make_report(thresholds=[0.2, 0.5, 0.8])
-    assert register() == 0
+    monkeypatch.setenv(MAX_BYTES_ENV, "200000")
     url = model_server("models:/medvit-medical@candidate")
+    names = dicom_model["label_names"]
 
-    # A synthetic batch at the cache's resolution (48 px; the model runs at 32) and value range.
-    images = np.random.default_rng(1).random((3, 1, 48, 48), dtype=np.float32)
-    body = json.dumps({"inputs": images.tolist()}).encode()
-    req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        assert r.status == 200
-        predictions = json.loads(r.read())["predictions"]
-    assert len(predictions) == 3
+    # Raw files, base64 in a dataframe_split: a good DICOM, a text file and an empty cell in one batch.
+    write_dicom(tmp_path / "ok.dcm", 3, 1)
+    cells = [base64.b64encode(d).decode() for d in ((tmp_path / "ok.dcm").read_bytes(), b"hello", b"")]
+    status, body = _post(url, json.dumps({"dataframe_split": {"columns": ["file"], "data": [[c] for c in cells]}}
+                                         ).encode())
+    assert status == 200
+    rows = body["predictions"]
+    assert [r["error"] for r in rows] == ["", "not DICOM", "empty file"]
+    expected = dicom_scores(tmp_path / "ok.dcm")
+    np.testing.assert_allclose([rows[0][f"score:{n}"] for n in names], expected, atol=1e-5)
+    assert [rows[0][f"label:{n}"] for n in names] == (expected >= np.array([0.2, 0.5, 0.8])).astype(int).tolist()
+    assert rows[0]["model"] == "medvit-medical" and rows[0]["version"] == "1"
+    assert all(rows[k][f"label:{names[0]}"] == -1 for k in (1, 2))
 
-    # Expected: the finetune classifier on the evaluation preprocessing, sigmoid, score >= val threshold.
-    model, _ = load_classifier(tmp_path / "models")
+    # Today's tensor input still works: scores as the finetune classifier on the evaluation transform.
+    images = np.random.default_rng(1).random((2, 1, 48, 48), dtype=np.float32)
+    status, body = _post(url, json.dumps({"inputs": images.tolist()}).encode())
+    assert status == 200
+    model, meta = load_classifier(tmp_path / "models")
     t = eval_transform(meta["img_size"], meta["mean"], meta["std"])
     with torch.no_grad():
-        expected = torch.sigmoid(model(torch.from_numpy(np.stack([t(x) for x in images])))).numpy()
-    thresholds = np.array([0.2, 0.5, 0.8])
-    for row, exp in zip(predictions, expected):
-        scores = np.array([row[f"score:{n}"] for n in meta["label_names"]])
-        labels = np.array([row[f"label:{n}"] for n in meta["label_names"]])
-        np.testing.assert_allclose(scores, exp, atol=1e-5)
-        np.testing.assert_array_equal(labels, (exp >= thresholds).astype(int))
+        exp = torch.sigmoid(model(torch.from_numpy(np.stack([t(x) for x in images])))).numpy()
+    for row, e in zip(body["predictions"], exp):
+        np.testing.assert_allclose([row[f"score:{n}"] for n in names], e, atol=1e-5)
+    # A tensor of the wrong channel count is an error row, not a score.
+    status, body = _post(url, json.dumps({"inputs": np.zeros((1, 3, 32, 32)).tolist()}).encode())
+    assert status == 200 and body["predictions"][0]["error"].startswith("wrong channel count")
 
-    # A batch of the wrong channel count is refused by the signature, not silently scored.
-    bad = json.dumps({"inputs": np.zeros((1, 3, 32, 32), np.float32).tolist()}).encode()
-    req = urllib.request.Request(f"{url}/invocations", data=bad, headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=60)
-    assert err.value.code == 400
+    # Request errors: 4xx with a one-line message, never a traceback.
+    for payload, code in ((b"{not json", 400), (b"", 400), (b'{"unknown": 1}', 400),
+                          (json.dumps({"dataframe_split": {"columns": ["x"], "data": [[1]]}}).encode(), 400),
+                          (b"x" * 200001, 413)):
+        status, body = _post(url, payload)
+        assert status == code, (payload[:20], body)
+        assert "\n" not in body["message"] and "Traceback" not in json.dumps(body), body
+        assert "stack_trace" not in body
+    # The server still answers after the bad requests.
+    assert _post(url, json.dumps({"inputs": images.tolist()}).encode())[0] == 200
