@@ -192,19 +192,19 @@ class Preprocessor:
                              "re-run ingest and finetune")
         if data.get("domain") not in DOMAINS:
             raise ValueError(f"preprocess params of unknown domain {data.get('domain')!r}")
-        dicom = dict(data.pop("dicom", {}) or {})
-        if dicom.get("window") is not None:
-            dicom["window"] = tuple(dicom["window"])
-        if "percentiles" in dicom:
-            dicom["percentiles"] = tuple(dicom["percentiles"])
-        return cls(**{**data, "dicom": dicom, "bands": tuple(data.get("bands", ())),
+        return cls(**{**data, "dicom": _plain(dict(data.get("dicom") or {})), "bands": tuple(data.get("bands", ())),
                       "fill": tuple(data.get("fill", ()))})
 
     # ------------------------------------------------------------------ medical
     @property
     def dicom_options(self) -> DicomOptions:
         """The ``read_frames`` options (``ingest.medical``)."""
-        return DicomOptions(**self.dicom)
+        opts = dict(self.dicom)
+        if opts.get("window") is not None:
+            opts["window"] = tuple(opts["window"])
+        if "percentiles" in opts:
+            opts["percentiles"] = tuple(opts["percentiles"])
+        return DicomOptions(**opts)
 
     def read_dicom(self, path: str | Path) -> tuple[DicomFile, Iterator[tuple[int, np.ndarray]]]:
         """Header and lazy (frame, (1, H, W) [0, 1]) iterator of a DICOM file, as ingest decodes it.
