@@ -21,12 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from medvit.hashing import sha256_json
 from medvit.metrics import COUNTS, METRICS
+from medvit.tracking.identity import registering_user
 from medvit.tracking.runs import HTTP_DEFAULTS, tracking_uri
 from medvit.weights import is_random_init
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 PENDING = "pending"
+REGISTERED_BY = "registered_by"  # version tag: who registered it (segregation of duties in review)
 CI_SUFFIXES = ("", "_ci_low", "_ci_high")
 
 
@@ -232,7 +234,8 @@ def register_version(
     tags: Mapping[str, str],
     card: str,
 ) -> Any:
-    """Create the registered model if needed, then a version with ``tags`` and the card; alias ``candidate``."""
+    """Create the registered model if needed, then a version with ``tags``, the card and ``registered_by``
+    (the authenticated MLflow user, else ``unauthenticated:<OS user>``); alias ``candidate``."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -245,8 +248,8 @@ def register_version(
                          "`champion` is the approved version, `candidate` the newest pending one."),
         )
     version = mlflow_client.create_model_version(
-        name, source=model_info.model_uri, run_id=run_id, tags=dict(tags), description=card,
-        model_id=getattr(model_info, "model_id", None),
+        name, source=model_info.model_uri, run_id=run_id, tags={**tags, REGISTERED_BY: registering_user()},
+        description=card, model_id=getattr(model_info, "model_id", None),
     )
     mlflow_client.set_registered_model_alias(name, CANDIDATE, version.version)
     return mlflow_client.get_model_version(name, version.version)

@@ -1,7 +1,10 @@
-"""Review CLI: approve/reject tags, audit trail, champion alias and refusals, on SQLite and a real tracking server."""
+"""Review CLI on the embedded store and a real server without authentication: approve/reject tags, the
+append-only audit trail, the champion alias, unauthenticated reviewer names, self-approval and refusals.
+The team server with authentication is tested in test_team_server.py."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Callable
@@ -36,18 +39,23 @@ def test_approve_sets_tags_audit_and_champion(two_versions: MlflowClient, capsys
     client = two_versions
     assert _review("approve", "--version", "1", "--reviewer", "Dr Lee", "--note", "matches site read-out") == 0
     v1 = client.get_model_version(NAME, "1")
-    assert v1.tags["review_status"] == "approved" and v1.tags["reviewer"] == "Dr Lee"
+    # A typed name on the embedded store is marked as such: nothing authenticated it.
+    assert v1.tags["review_status"] == "approved" and v1.tags["reviewer"] == "unauthenticated:Dr Lee"
     assert v1.tags["review_note"] == "matches site read-out" and v1.tags["reviewed_at"].endswith("Z")
     assert client.get_model_version_by_alias(NAME, "champion").version in (1, "1")
     [entry] = audit_trail(v1)
-    assert entry["action"] == "approve" and entry["reviewer"] == "Dr Lee" and entry["previous_status"] == "pending"
+    assert entry["decision"] == "approve" and entry["user"] == "unauthenticated:Dr Lee" and entry["at"].endswith("Z")
+    assert entry["report_sha256"] == "none" and entry["champion"] == "set"
+    assert {k for k in v1.tags if k.startswith("review.")} == {f"review.{entry['id']}.{f}" for f in
+                                                               ("user", "decision", "at", "note", "report_sha256",
+                                                                "champion")}
     # Approving version 2 moves champion and leaves a trace on version 1; the trail only grows.
     assert _review("approve", "--version", "2", "--reviewer", "Dr Kim", "--note", "better on nodules") == 0
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
     trail = audit_trail(client.get_model_version(NAME, "1"))
-    assert [e["action"] for e in trail] == ["approve", "champion_superseded"]
-    assert trail[1]["reviewer"] == "Dr Kim"
-    assert audit_trail(client.get_model_version(NAME, "2"))[0]["champion_from"] in (1, "1")
+    assert [e["decision"] for e in trail] == ["approve", "champion_superseded"]
+    assert trail[0] == entry and trail[1]["user"] == "unauthenticated:Dr Kim"
+    assert audit_trail(client.get_model_version(NAME, "2"))[0]["champion"] == "moved from version 1"
     capsys.readouterr()
     assert _review("list") == 0
     out = capsys.readouterr().out
@@ -59,21 +67,40 @@ def test_reject_records_decision_and_removes_champion(two_versions: MlflowClient
     assert _review("approve", "--version", "2", "--reviewer", "Dr Lee", "--note", "ok") == 0
     assert _review("reject", "--version", "2", "--reviewer", "Dr Kim", "--note", "fails on portable films") == 0
     v2 = client.get_model_version(NAME, "2")
-    assert v2.tags["review_status"] == "rejected" and v2.tags["reviewer"] == "Dr Kim"
+    assert v2.tags["review_status"] == "rejected" and v2.tags["reviewer"] == "unauthenticated:Dr Kim"
     assert "champion" not in v2.aliases
     trail = audit_trail(v2)
-    assert [e["action"] for e in trail] == ["approve", "reject"]
-    assert trail[1]["note"] == "fails on portable films" and trail[1]["champion_removed"] is True
-    assert json.loads(v2.tags["review_audit"]) == trail
+    assert [e["decision"] for e in trail] == ["approve", "reject"]
+    assert trail[1]["note"] == "fails on portable films" and trail[1]["champion"] == "removed"
+    assert "review_audit" not in v2.tags  # no single JSON tag that every decision rewrites
 
 
 def test_approve_and_reject_need_reviewer_and_note(
     two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _review("approve", "--version", "1", "--reviewer", "Dr Lee") == 2
+    assert "needs --note TEXT" in capsys.readouterr().err
     assert _review("reject", "--version", "1", "--note", "no") == 2
-    assert "--reviewer NAME and --note TEXT" in capsys.readouterr().err
-    assert two_versions.get_model_version(NAME, "1").tags["review_status"] == "pending"
+    assert "name yourself with --reviewer NAME" in capsys.readouterr().err
+    v1 = two_versions.get_model_version(NAME, "1")
+    assert v1.tags["review_status"] == "pending" and not [k for k in v1.tags if k.startswith("review.")]
+
+
+def test_self_approval_refused_unless_allowed_on_the_embedded_store(
+    two_versions: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registrar = two_versions.get_model_version(NAME, "1").tags["registered_by"]
+    assert registrar == f"unauthenticated:{getpass.getuser()}"
+    me = registrar.split(":", 1)[1]
+    assert _review("approve", "--version", "1", "--reviewer", me, "--note", "mine") == 2
+    assert f"registered by {registrar}, who cannot also approve it" in capsys.readouterr().err
+    with pytest.raises(Exception):
+        two_versions.get_model_version_by_alias(NAME, "champion")
+    assert _review("approve", "--version", "1", "--reviewer", me, "--note", "solo lab", "--allow-self-approval") == 0
+    assert two_versions.get_model_version(NAME, "1").tags["reviewer"] == registrar
+    assert str(two_versions.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert _review("show", "--version", "1", "--reviewer", me) == 2
+    assert "takes no --reviewer" in capsys.readouterr().err
 
 
 def test_refuses_to_approve_random_init_or_gate_failure(
@@ -113,7 +140,7 @@ def test_show_prints_card_tags_and_trail(two_versions: MlflowClient, capsys: pyt
     capsys.readouterr()
     assert _review("show", "--version", "1") == 0
     out = capsys.readouterr().out
-    assert "review_status: approved" in out and "approve  by Dr Lee: fine" in out
+    assert "review_status: approved" in out and "approve  by unauthenticated:Dr Lee: fine" in out
     assert "NOT FOR CLINICAL USE UNTIL APPROVED" in out
     assert _review("show", "--version", "9") == 2
     assert "version 9" in capsys.readouterr().err
@@ -133,13 +160,15 @@ def test_review_against_a_remote_tracking_server(
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     v = client.get_model_version_by_alias(NAME, "champion")
     assert str(v.version) == "1" and v.tags["review_status"] == "approved"
-    assert audit_trail(v)[0]["note"] == "remote ok"
+    assert audit_trail(v)[0]["note"] == "remote ok" and v.tags["reviewer"] == "unauthenticated:Dr Lee"
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to an embedded store
+    # Self-approval is an embedded-store escape hatch only.
+    assert _review("approve", "--version", "1", "--reviewer", "x", "--note", "y", "--allow-self-approval") == 2
 
 
 def test_registry_errors_become_user_errors_naming_the_store(tracking: str) -> None:
     from medvit.errors import UserError
-    from medvit.tracking.review import registry_errors
+    from medvit.tracking.identity import registry_errors
 
     with pytest.raises(UserError, match=r"the MLflow registry at sqlite:///.*mlflow\.db failed: .*no-such-model"):
         with registry_errors():
