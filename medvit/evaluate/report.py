@@ -30,6 +30,7 @@ from medvit.evaluate.bootstrap import (LABEL_METRICS, ModelStats, group_weights,
                                       percentile_ci)
 from medvit.evaluate.calibration import ece, ece_per_label
 from medvit.evaluate.inputs import FINETUNE
+from medvit.evaluate.intervals import Reliability
 from medvit.evaluate.thresholds import choose_thresholds
 from medvit.metrics import (METRICS, bootstrapped, label_counts, metric_key, summary, summary_names,
                             valid_labels)
@@ -72,6 +73,11 @@ class Evaluation:
     def valid_mask(self) -> np.ndarray:
         """(L,) labels with both classes in test (the ones in macro averages)."""
         return np.array([n not in self.skipped_test for n in self.label_names], dtype=bool)
+
+    @property
+    def reliability(self) -> Reliability:
+        """Whether the test CIs rest on at least ``evaluate.min_groups`` groups."""
+        return Reliability(self.n_test_groups, int(self.settings.get("min_groups", 10)))
 
     def ci(self, model: str, metric: str) -> tuple[float, float]:
         """Percentile CI of a test summary metric."""
@@ -179,7 +185,8 @@ def metrics_json(ev: Evaluation) -> dict[str, Any]:
     out.update({
         "n_labels_skipped": len(ev.skipped_test), "test/n_labels_skipped": len(ev.skipped_test),
         "test/n_samples": ev.n_test, "test/n_groups": ev.n_test_groups, "test/n_unknown": ev.n_unknown_test,
-        "n_bootstrap": ev.n_resamples,
+        "n_bootstrap": ev.n_resamples, "min_groups": ev.reliability.min_groups,
+        "test/ci_reliable": int(ev.reliability.reliable),
     })
     for b in ev.models[1:]:
         d = _model_summary(ev, b)
@@ -248,6 +255,8 @@ def summary_rows(ev: Evaluation) -> tuple[list[str], list[list[str]]]:
     columns = [(f"{m.name}_{agg}", m.title.format(spec=spec) + (f" {agg}" if m.micro else "")
                 + (f" [{pct} CI]" if m.bootstrap else "")) for m in METRICS for agg in m.table]
     headers = ["model", *(title for _, title in columns), f"ΔAUROC fine-tuned − model [{pct} CI]", "p"]
+    if not ev.reliability.reliable:  # every CI header names the group count behind it
+        headers = [h.replace(" CI]", f" CI, unreliable: {ev.n_test_groups} groups]") for h in headers]
     rows = []
     for m in ev.models:
         cell = [m] + [_fmt(*ev.value(m, k)) for k, _ in columns]
@@ -293,6 +302,7 @@ def _notes(ev: Evaluation, notes: Sequence[str]) -> list[str]:
           if ev.n_resamples else "No confidence intervals (evaluate.n_bootstrap: 0).")
     out = [
         f"Test split: {ev.n_test} images from {ev.n_test_groups} groups. {ci}",
+        *([ev.reliability.note()] if ev.n_resamples and not ev.reliability.reliable else []),
         f"Thresholds chosen on val ({s['threshold_method']}"
         + (f", target sensitivity {s['target_sensitivity']:g}" if s["threshold_method"] == "sensitivity" else "")
         + f") and applied unchanged to test. ECE: {s['ece_bins']} equal-width bins, all labels pooled.",
@@ -351,4 +361,6 @@ def console_table(ev: Evaluation) -> str:
                      f"{_fmt(st.summary['ap_macro']):<8} {d:<30}")
     if ev.skipped_test:
         lines.append(f"labels left out of macro averages (one class in test): {', '.join(ev.skipped_test)}")
+    if ev.n_resamples and not ev.reliability.reliable:
+        lines.append(f"UNRELIABLE CIs: {ev.reliability.note()}")
     return "\n".join(lines)

@@ -4,8 +4,9 @@ Reads the manifest and the score tables ``models/<d>/scores/{val,test}.csv`` and
 ``baselines/<d>/scores/<baseline>/{val,test}.csv`` through one code path, then
 writes to ``reports/<d>/``: metrics.json (DVC metrics), thresholds.json (chosen
 on val), per_label.csv, comparison.md/.html, plots/*.csv (``dvc plots``) and
-figures/*.png, and logs one MLflow run linked to the finetune and zeroshot runs
-by the pipeline id.
+figures/*.png, plus the review material of ``evaluate.analysis`` (intervals.json,
+subgroups.csv and its forest plot, failures/, the data description), and logs one
+MLflow run linked to the finetune and zeroshot runs by the pipeline id.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.io.atomic import write_json_atomic
     from medvit.data.manifest import read_manifest
     from medvit.evaluate import figures, report
+    from medvit.evaluate.analysis import write_analysis
     from medvit.evaluate.inputs import FINETUNE, aligned_scores, discover_models
     from medvit.evaluate.provenance import lineage
     from medvit.lineage import params_hash, pipeline_id
@@ -66,6 +68,11 @@ def run(args: argparse.Namespace, params: Params) -> int:
         pipeline_id(params, "evaluate", d, data_hash), params_hash(params, "evaluate", d), ev)
 
     out.mkdir(parents=True, exist_ok=True)
+    medical = d == "medical"
+    burned = medical and params.ingest.medical.allow_burned_in
+    extra = write_analysis(ev, manifest, test, cache, ft_dir, out, cfg, getattr(cfg.subgroups, d),
+                           params.register.min_auroc, burned_in_possible=burned)
+    notes = [*notes, *extra.notes]
     metrics = report.metrics_json(ev)
     write_json_atomic(out / "metrics.json", metrics)
     write_json_atomic(out / "thresholds.json", report.thresholds_json(ev))
@@ -74,9 +81,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     (out / "comparison.md").write_text(report.comparison_markdown(ev, title, notes))
     (out / "comparison.html").write_text(report.comparison_html(ev, title, notes))
     pngs = figures.write_plots(ev, y_test, test, out)
-    pngs += figures.write_attention_maps(
-        cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps, cfg.seed, out,
-        burned_in_possible=d == "medical" and params.ingest.medical.allow_burned_in)
+    pngs += [extra.forest, *figures.write_attention_maps(
+        cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps, cfg.seed, out, burned_in_possible=burned)]
 
     with stage_run("evaluate", d, tags=tags) as run:
         run.log_params({"evaluate": cfg.model_dump(mode="json")})
@@ -84,14 +90,20 @@ def run(args: argparse.Namespace, params: Params) -> int:
         keys = sorted(flat)
         for i in range(0, len(keys), 200):
             run.log_metrics({k: flat[k] for k in keys[i : i + 200]})
+        # Cache pixels are de-identified but still patient images: medical overlays stay in the
+        # DVC-tracked report, not on a (possibly shared) tracking server, unless upload_patient_pixels.
+        pixels_ok = cfg.upload_patient_pixels or not medical
         for png in pngs:
-            # Cache pixels are de-identified but still patient images: medical overlays stay in the
-            # DVC-tracked report and are not uploaded to a (possibly shared) tracking server.
-            if not (d == "medical" and png.name.startswith(figures.ATTENTION_PREFIX)):
+            if pixels_ok or not png.name.startswith(figures.ATTENTION_PREFIX):
                 run.log_artifact(png, "figures")
+        for png in extra.failure_pngs if pixels_ok else []:
+            run.log_artifact(png, "failures")
         run.log_artifacts(out / "plots", "plots")
-        for name in ("comparison.md", "comparison.html", "metrics.json", "thresholds.json", "per_label.csv"):
+        for name in ("comparison.md", "comparison.html", "metrics.json", "thresholds.json", "per_label.csv",
+                     "intervals.json", "subgroups.csv", "demographics.csv", "label_prevalence.csv",
+                     "data_description.json"):
             run.log_artifact(out / name)
+        run.log_artifact(out / "failures" / "failures.csv", "failures")
     print(report.console_table(ev))
     print(f"report: {out}/comparison.md   MLflow run: {run.run_id or 'not logged (' + str(run.error) + ')'}")
     return 0
