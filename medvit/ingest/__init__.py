@@ -4,8 +4,10 @@
 
 1. the domain's source (``registry.py``: one ``Source`` per data set format,
    ``source.py`` the interface; ``nih.py`` medical DICOM + ChestX-ray14 CSV,
-   ``scenes.py`` GeoTIFF scenes + label rasters or tiles.csv) lists the input
-   files (recursively, hidden files skipped) and reads the labels
+   ``scenes.py`` GeoTIFF scenes + label rasters or tiles.csv; ``bigearthnet.py``
+   and ``eurosat.py`` one sample per patch on ``patches.py``, band names in
+   ``bands.py``) lists the input files (recursively, hidden files skipped;
+   BigEarthNet: patch folders) and reads the labels
    (``labels.py``: shared CSV helpers); label-file problems that would make the
    cache wrong are fatal ``UserError``s naming rows, not values;
 2. it plans the decode pass, which runs in worker processes (``pool.py``:
