@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labels: medical CSV (default <raw>/labels.csv; label_format mimic: "
                              "<raw>/mimic-cxr-2.0.0-chexpert.csv); satellite label-raster folder "
                              "(default <raw>/labels), tiles.csv (label_source: csv) or a GeoJSON / GeoPackage "
-                             "of polygons (label_source: vector; default <raw>/labels.gpkg or labels.geojson)")
+                             "of polygons (label_source: vector; default <raw>/labels.gpkg or labels.geojson); "
+                             "bigearthnet-v2: metadata.parquet (default <raw>/metadata.parquet); bigearthnet-v1 "
+                             "and eurosat: the raw folder (labels lie beside the images)")
     parser.add_argument("--out", default=None, help="cache output folder (default: data/cache/<domain>)")
 
 

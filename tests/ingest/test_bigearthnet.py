@@ -244,3 +244,19 @@ def test_nodata_pixels_are_masked_and_filled_with_the_train_mean(tmp_path: Path)
     np.testing.assert_allclose(image[1, :21, :21], mean[1], rtol=1e-6)   # filled: normalises to 0
     np.testing.assert_allclose(image[0], band_values(3, "B02") * np.float32(1e-4), rtol=1e-6)  # B02 untouched
     assert image[1, 21:, 21:].min() > 0.1
+
+
+def test_v2_through_the_cli_with_the_default_labels_path(tmp_path: Path) -> None:
+    from medvit.cli import main
+
+    raw = tmp_path / "raw"
+    bigearthnet_v2(raw, V2_ROWS)
+    params, _ = ingest_cfg(tmp_path, satellite={"format": "bigearthnet-v2", "bands": ["B8A", "B11"]})
+    out = tmp_path / "cache"
+    assert main(["ingest", "--domain", "satellite", "--params", str(params), "--raw", str(raw),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_input"] == report["n_ingested"] == len(V2_ROWS) and report["format"] == "bigearthnet-v2"
+    assert read_stats(out)["size"] == [60, 60]  # 20 m bands only: the 60 x 60 grid
+    frame = read_manifest(out).frame
+    assert report["split_source"] == "ingest" and (frame.groupby("group")["split"].nunique() == 1).all()
