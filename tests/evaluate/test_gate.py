@@ -50,3 +50,17 @@ def test_gate_ignores_a_nan_baseline_and_is_pure() -> None:
     assert json.dumps([finetune, baselines]) == before  # inputs untouched
     assert apply_gate(finetune, baselines, 0.8, 0.1) == first  # same inputs, same outcome
     json.dumps(first.to_dict(), allow_nan=False)  # the record is strict JSON
+
+
+def test_gate_treats_an_interval_from_too_few_groups_as_missing_evidence() -> None:
+    ft = {"test/auroc_macro": 0.95, "test/auroc_macro_ci_low": 0.994, "test/auroc_macro_ci_high": 0.995,
+          "test/n_groups": 2, "min_groups": 10}
+    baselines = {"clip_zeroshot": {"test/auroc_macro": 0.5}}
+    gate = apply_gate(ft, baselines, 0.8, 0.0)
+    assert not gate.passed and gate.ci_reliable is False
+    assert "missing evidence" in gate.summary() and "2 group(s), fewer than evaluate.min_groups 10" in gate.summary()
+    assert "unreliable: 2 groups" in gate.summary() and gate.to_dict()["ci_reliable"] is False
+    enough = apply_gate({**ft, "test/n_groups": 10}, baselines, 0.8, 0.0)
+    assert enough.passed and enough.ci_reliable is True and "missing evidence" not in enough.summary()
+    unrecorded = apply_gate({"test/auroc_macro": 0.95}, baselines, 0.8, 0.0)
+    assert unrecorded.ci_reliable is None and "interval reliability not checked" in unrecorded.summary()
