@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -41,9 +41,11 @@ from medvit.config import IngestConfig
 from medvit.data.layout import tile_grid, tile_id
 from medvit.data.transforms import eval_transform
 from medvit.io.atomic import write_json_atomic
-from medvit.io.dicom import DicomFile, DicomOptions, DicomReject, read_frames
-from medvit.io.geotiff import RasterReject, SceneInfo, chip_geometry, probe, read_strip
-from medvit.io.image import JPEG_SIGNATURE, PNG_SIGNATURE, ImageReject, decode_image
+
+if TYPE_CHECKING:  # the readers load pydicom and rasterio: imported where a file is decoded, so that
+    # finetune (which only copies these params into meta.json) never imports them (DESIGN: decode once)
+    from medvit.io.dicom import DicomFile, DicomOptions
+    from medvit.io.geotiff import SceneInfo
 
 PREPROCESS_FILE = "preprocess.json"  # in the ingest cache, beside stats.json
 FORMAT = 1  # version of the JSON layout below; bumped on an incompatible change
@@ -153,6 +155,8 @@ class Preprocessor:
     def from_params(cls, cfg: IngestConfig, domain: str, stats: Mapping[str, Any] | None = None) -> Preprocessor:
         """The decode part from ``ingest.<domain>`` (only that section is read) and the cache's ``stats``."""
         if domain == "medical":
+            from medvit.io.dicom import DicomOptions
+
             m = cfg.medical
             opts = DicomOptions(voi=m.voi, window=m.window, percentiles=m.percentiles, multiframe=m.multiframe,
                                 allow_burned_in=m.allow_burned_in)
@@ -199,6 +203,8 @@ class Preprocessor:
     @property
     def dicom_options(self) -> DicomOptions:
         """The ``read_frames`` options (``ingest.medical``)."""
+        from medvit.io.dicom import DicomOptions
+
         opts = dict(self.dicom)
         if opts.get("window") is not None:
             opts["window"] = tuple(opts["window"])
@@ -212,7 +218,7 @@ class Preprocessor:
         Raises:
             DicomReject: the file's reject reason.
         """
-        return read_frames(path, self.dicom_options)
+        return _io("dicom").read_frames(path, self.dicom_options)
 
     def to_cache(self, image: np.ndarray) -> np.ndarray:
         """A decoded (C, H, W) [0, 1] medical image letterboxed to the cache size."""
@@ -225,7 +231,7 @@ class Preprocessor:
         Raises:
             RasterReject: not a raster, band count mismatch, mixed dtypes.
         """
-        return probe(path, self.bands, self.scale)
+        return _io("geotiff").probe(path, self.bands, self.scale)
 
     def size_reject(self, info: SceneInfo) -> str | None:
         """Ingest's reject reason for a scene smaller than one chip, else None."""
@@ -236,7 +242,7 @@ class Preprocessor:
 
     def read_strip(self, path: str | Path, info: SceneInfo, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows [row0, row1) of the selected bands, scaled, with the valid mask (see ``medvit.io.geotiff``)."""
-        return read_strip(path, info.bands, row0, row1, info.scale)
+        return _io("geotiff").read_strip(path, info.bands, row0, row1, info.scale)
 
     def too_much_nodata(self, chip: Chip) -> bool:
         """Whether ingest drops ``chip`` (``ingest.satellite.max_nodata_fraction``)."""
@@ -248,12 +254,13 @@ class Preprocessor:
         A chip ingest would drop for nodata comes back with an ``error``, so a
         caller answers every grid cell.
         """
+        geotiff = _io("geotiff")
         try:
             info = self.probe(path)
             if (reason := self.size_reject(info)) is not None:
                 return reason
             values, valid = self.read_strip(path, info, 0, info.height)
-        except RasterReject as err:
+        except geotiff.RasterReject as err:
             return str(err)
         if not self.fill:
             return "model has no nodata fill values: re-run ingest and finetune"
@@ -262,7 +269,7 @@ class Preprocessor:
         items = []
         for y, x in tile_grid(info.height, info.width, self.size, self.stride):
             chip = cut_chip(values, valid, y, x, self.size)
-            geometry = chip_geometry(info, y, x, self.size)
+            geometry = geotiff.chip_geometry(info, y, x, self.size)
             cid = tile_id(stem, y, x)
             if self.too_much_nodata(chip):
                 items.append(Item(cid, None, geometry["bounds"], geometry["crs"],
@@ -286,9 +293,10 @@ class Preprocessor:
             with _spooled(data, ".tif") as path:
                 return self.chips(path, Path(name).stem or "scene")
         if sniff_format_bytes(data) is not None:
+            image_io = _io("image")
             try:
-                image, _ = decode_image(data)
-            except ImageReject as err:
+                image, _ = image_io.decode_image(data)
+            except image_io.ImageReject as err:
                 return str(err)
             return [Item("", self.to_cache(image))]
         with _spooled(data, ".dcm") as path:
@@ -296,7 +304,7 @@ class Preprocessor:
                 info, frames = self.read_dicom(path)
                 many = info.n_frames > 1 and self.dicom_options.multiframe == "all"
                 return [Item(f"frame:{k}" if many else "", self.to_cache(img)) for k, img in frames]
-            except DicomReject as err:
+            except _io("dicom").DicomReject as err:
                 return str(err)
             except MemoryError:
                 return "too large to decode: MemoryError"
@@ -322,11 +330,20 @@ class Preprocessor:
 
 def sniff_format_bytes(data: bytes) -> str | None:
     """``PNG`` or ``JPEG`` from a file's first bytes, else None (``medvit.io.image`` signatures)."""
+    from medvit.io.image import JPEG_SIGNATURE, PNG_SIGNATURE
+
     if data.startswith(PNG_SIGNATURE):
         return "PNG"
     if data.startswith(JPEG_SIGNATURE):
         return "JPEG"
     return None
+
+
+def _io(name: str) -> Any:
+    """``medvit.io.<name>``, imported on first use (see the TYPE_CHECKING block)."""
+    import importlib
+
+    return importlib.import_module(f"medvit.io.{name}")
 
 
 @contextmanager

@@ -109,3 +109,13 @@ def test_model_input_is_the_evaluation_transform() -> None:
     np.testing.assert_array_equal(x.numpy(), np.stack([t(i) for i in images]))
     with pytest.raises(ValueError, match="no model input part"):
         Preprocessor("medical", 40).to_model_input(images)
+
+
+def test_finetune_imports_neither_pydicom_nor_rasterio() -> None:
+    """Finetune copies the preprocess params into meta.json; decoding stays in ingest (and the served model)."""
+    import subprocess
+
+    code = ("import sys, medvit.data.preprocess, medvit.train.setup, medvit.stages.finetune; "
+            "print(sorted(m for m in ('pydicom', 'rasterio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

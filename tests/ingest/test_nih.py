@@ -16,7 +16,6 @@ from ingest_inputs import FINDINGS, KEY, PHI, all_bytes, check_conservation, ing
 
 from medvit.cli import main
 from medvit.data.cache import ShardReader, read_stats
-from medvit.data import preprocess
 from medvit.data.dataset import CacheDataset
 from medvit.data.layout import SUBGROUP_COLUMNS
 from medvit.data.manifest import read_manifest
@@ -24,6 +23,7 @@ from medvit.deid import Pseudonymizer
 from medvit.errors import UserError
 from medvit.ingest import demographics, ingest, nih
 from medvit.ingest.pixels import letterbox
+from medvit.io import dicom
 from medvit.io.dicom import DicomOptions, read_frames
 
 
@@ -177,14 +177,14 @@ def test_a_file_that_kills_its_worker_is_rejected_and_its_block_rerun(tmp_path: 
 def test_an_unforeseen_error_rejects_the_file_without_its_message(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     raw = medical_raw(tmp_path / "raw")
-    real = preprocess.read_frames  # the one decode path (medvit.data.preprocess) ingest calls
+    real = dicom.read_frames  # called by medvit.data.preprocess, the one decode path ingest takes
 
     def boom(path: str, options: DicomOptions) -> object:  # a failure no check foresaw, quoting a header value
         if str(path).endswith("burned.dcm"):
             raise KeyError("PHIPID0001")
         return real(path, options)
 
-    monkeypatch.setattr(preprocess, "read_frames", boom)
+    monkeypatch.setattr(dicom, "read_frames", boom)
     _, cfg = ingest_cfg(tmp_path, workers=1)
     out = tmp_path / "out"
     report = ingest("medical", raw, raw / "labels.csv", out, cfg)
