@@ -24,6 +24,7 @@ import numpy as np
 
 from medvit.config import IngestConfig, IngestSatellite
 from medvit.data.layout import LABEL_NODATA, tile_grid, tile_id
+from medvit.data.preprocess import Preprocessor, cut_chip
 from medvit.errors import UserError
 from medvit.ingest.pixels import channel_sums
 from medvit.ingest.scene_labels import (TileLabels, VectorLabels, coverage_chip_labels, default_labels,
@@ -31,8 +32,7 @@ from medvit.ingest.scene_labels import (TileLabels, VectorLabels, coverage_chip_
 from medvit.ingest.pool import parallel_map, worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
 from medvit.ingest.writers import NodataMasks, StreamingShardWriter
-from medvit.io.geotiff import (RasterReject, SceneInfo, chip_geometry, label_grid_differs, probe, read_label_strip,
-                               read_strip)
+from medvit.io.geotiff import RasterReject, SceneInfo, chip_geometry, label_grid_differs, read_label_strip
 from medvit.io.vector import PixelPolygon, chip_coverage
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class ScenesWorkerState:
 
     cfg: IngestSatellite
     label_names: tuple[str, ...]
+    prep: Preprocessor          # band selection, scaling, chip rule (ingest.satellite), shared with the served model
 
 
 @dataclass(frozen=True)
@@ -75,17 +76,15 @@ class StripTask:
 
 def probe_scene(task: SceneProbe) -> tuple[str, SceneInfo | None, str | None]:
     """Header check of one scene (and its label raster's grid): (key, SceneInfo or None, reject)."""
-    cfg = worker_state(ScenesWorkerState).cfg
+    prep = worker_state(ScenesWorkerState).prep
     try:
-        info = probe(task.path, cfg.bands, cfg.scale)
+        info = prep.probe(task.path)
         if task.label_path is not None:
             if not Path(task.label_path).is_file():
                 return task.key, None, "no labels: no label raster with the same name"
             label_grid_differs(info, task.label_path)  # rejects grids that cannot be warped onto the scene
-        if info.height < cfg.tile_size or info.width < cfg.tile_size:
-            return task.key, None, (f"smaller than a tile: {info.height}x{info.width} pixels, "
-                                    f"ingest.satellite.tile_size is {cfg.tile_size}")
-        return task.key, info, None
+        reason = prep.size_reject(info)
+        return task.key, None if reason else info, reason
     except RasterReject as err:
         return task.key, None, str(err)
 
@@ -98,7 +97,7 @@ def decode_strip(task: StripTask) -> TaskResult:
     stem = Path(task.key).stem
     result = TaskResult(key=task.key, source=task.key)
     try:
-        values, valid = read_strip(task.path, task.scene.bands, task.row0, task.row1, task.scene.scale)
+        values, valid = state.prep.read_strip(task.path, task.scene, task.row0, task.row1)
         label_strip = None
         if task.label_path is not None:
             warp = label_grid_differs(task.scene, task.label_path)
@@ -114,11 +113,9 @@ def decode_strip(task: StripTask) -> TaskResult:
                              f"ingest.satellite.label_names has {n_classes} ({LABEL_NODATA} = nodata)")
             return result
     for y, x in task.chips:
-        r = y - task.row0
-        img = values[:, r:r + t, x:x + t]
-        ok = valid[:, r:r + t, x:x + t]
-        pixel_ok = ok.all(0)                                  # (t, t) all selected bands valid
-        if 1.0 - pixel_ok.mean() > cfg.max_nodata_fraction:
+        chip = cut_chip(values, valid, y - task.row0, x, t)
+        r, ok, pixel_ok = y - task.row0, chip.valid, chip.pixel_ok  # pixel_ok (t, t): all selected bands valid
+        if state.prep.too_much_nodata(chip):
             result.counters["chips_dropped_nodata"] += 1
             continue
         # Pixel nodata counts as label nodata: a class's share is of the pixels the model sees.
@@ -132,7 +129,7 @@ def decode_strip(task: StripTask) -> TaskResult:
         if labels is None:
             result.counters["chips_dropped_unlabelled"] += 1
             continue
-        image = np.ascontiguousarray(img)
+        image = chip.image
         mask = None if ok.all() else np.packbits(~ok).tobytes()
         # Split group: the scene, or its spatial block (chips overlapping a block edge when stride <
         # tile_size can share border pixels with the neighbouring block; use block >> tile_size).
@@ -240,7 +237,7 @@ class ScenesSource(Source):
         scfg = self.cfg.satellite
         keys = relative_keys(self.files, self.raw)
         label_names = self.tile_table.label_names if self.tile_table is not None else scfg.label_names
-        state = ScenesWorkerState(scfg, label_names)
+        state = ScenesWorkerState(scfg, label_names, Preprocessor.from_params(self.cfg, "satellite"))
         workers = worker_count(self.cfg.workers, len(self.files))
         probes = [SceneProbe(k, str(p), self._label_raster(p)) for k, p in zip(keys, self.files)]
         tasks: list[StripTask] = []
