@@ -1,7 +1,8 @@
 """Torch dataset over the ingest cache.
 
 Yields ``{"image": (C, H, W) float32 tensor, "labels": (L,) float32, "id": str}``;
-every stage uses these keys. Normalisation and augmentation are applied by the
+every stage uses these keys. An unknown label is NaN and stays NaN through the
+default collate; the losses and metrics mask it (``train/loss.py``, ``metrics.py``). Normalisation and augmentation are applied by the
 ``transform`` callable, which takes and returns a (C, H, W) float32 array.
 """
 
