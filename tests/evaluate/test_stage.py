@@ -181,3 +181,53 @@ def test_unknown_labels_in_the_manifest_are_masked_and_counted(workspace: dict) 
     assert metrics["test/a/auroc"] == pytest.approx(roc_auc_score(y[k, 0], s[k, 0]), abs=1e-6)
     assert "unknown (ignored uncertain/blank) test label(s) are masked" in (workspace["out"] / "comparison.md").read_text()
     assert pd.read_csv(workspace["out"] / "per_label.csv")["n_known"].notna().all()
+
+
+def test_review_material_subgroups_failures_and_data_description(workspace: dict, tmp_path: Path) -> None:
+    """subgroups.csv + forest plot, failures/, demographics per split and intervals.json; medical pixels stay local."""
+    path = workspace["cache"] / "manifest.csv"
+    frame = pd.read_csv(path)
+    frame["sex"] = np.where(frame["group"].astype(str).str[-1].isin(list("02468")), "F", "M")
+    frame["site"] = "unknown"
+    frame.to_csv(path, index=False)
+    scores = workspace["models"] / "scores" / "test.csv"
+    table = pd.read_csv(scores)
+    table["c"] = 1.0  # c has no positive in test: every test image is a false positive of c
+    table.to_csv(scores, index=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.create_experiment("medvit-medical", artifact_location=(tmp_path / "artifacts").as_uri())
+    assert main(_argv(workspace)) == 0
+    out = workspace["out"]
+    m = read_manifest(workspace["cache"])
+    test = m.split("test")
+    sub = pd.read_csv(out / "subgroups.csv", keep_default_na=False)
+    assert set(sub["model"]) == {"finetune", *BASELINES}
+    assert set(sub["subgroup"]) == {"sex=F", "sex=M", "site=unknown"}
+    ft = sub[sub["model"] == "finetune"].set_index("subgroup")
+    assert ft.loc["sex=F", "n"] + ft.loc["sex=M", "n"] == len(test)
+    assert ft.loc["site=unknown", "groups"] == test["group"].nunique()  # 8 test groups < min_groups 10
+    assert (sub["interval"].str.startswith("too few groups for an interval")).all()
+    assert (out / "figures" / "subgroups_forest.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = _strict_json(out / "metrics.json")
+    assert metrics["test/ci_reliable"] == 0 and "Unreliable intervals" in (out / "comparison.md").read_text()
+    assert _strict_json(out / "intervals.json")["n_groups"] == test["group"].nunique()
+    cases = pd.read_csv(out / "failures" / "failures.csv", keep_default_na=False)
+    fp_c = cases[(cases["label"] == "c") & (cases["kind"] == "false_positive")]
+    assert fp_c["id"].tolist() == test["id"].iloc[:3].tolist()  # 3 = evaluate.n_failure_cases, ties in order
+    # only the 2 test images free of burned-in text get an overlay
+    assert fp_c["image"].tolist() == ["c_fp_1.png", "c_fp_2.png", ""]
+    assert set(cases.loc[cases["image"] != "", "id"]) <= set(test["id"].iloc[:2])
+    assert (out / "failures" / "c_fp_1.png").read_bytes()[:4] == b"\x89PNG"
+    demo = pd.read_csv(out / "demographics.csv")
+    for split in ("train", "val", "test"):
+        assert demo[(demo["split"] == split) & (demo["attribute"] == "sex")]["count"].sum() == len(m.split(split))
+    assert _strict_json(out / "data_description.json")["attributes_missing"] == [
+        "age_band", "view", "manufacturer", "manufacturer_model"]
+    run = mlflow.search_runs(experiment_names=["medvit-medical"], output_format="list")[0]
+    client = mlflow.MlflowClient()
+    figures = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/subgroups_forest.png" in figures
+    failures = {f.path for f in client.list_artifacts(run.info.run_id, "failures")}
+    assert failures == {"failures/failures.csv"}  # medical overlays not uploaded (upload_patient_pixels: false)
+    top = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"subgroups.csv", "demographics.csv", "intervals.json", "data_description.json"} <= top
