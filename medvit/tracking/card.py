@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from medvit.evaluate.intervals import Reliability
 from medvit.metrics import METRICS, metric_key, summary_names
 from medvit.weights import is_random_init
 
@@ -48,6 +49,14 @@ def _unknown_note(metrics: Mapping[str, Any]) -> list[str]:
     return [f"- {int(n)} test label(s) were unknown (uncertain or blank, ignored by `ingest.medical.uncertain` / "
             "`blank`) and masked: each label's metrics use its known test rows only (column 'known test "
             "labels'), so a label with few known rows has a wide interval."]
+
+
+def _interval_note(metrics: Mapping[str, Any]) -> list[str]:
+    """The warning for test CIs from fewer than ``evaluate.min_groups`` groups (issue #14), when so."""
+    n, least = metrics.get("test/n_groups"), metrics.get("min_groups")
+    if n is None or least is None or Reliability(int(n), int(least)).reliable:
+        return []
+    return [f"- **{Reliability(int(n), int(least)).note()}**"]
 
 
 def _with_ci(metrics: Mapping[str, Any], key: str, signed: bool = False) -> str:
@@ -166,6 +175,7 @@ def render_card(
         "",
         "Point estimate [95% CI]; intervals come from a bootstrap that resamples groups (patients or scenes).",
         "",
+        *_interval_note(finetune_metrics),
         *_metrics_table(finetune_metrics, baseline_metrics),
         "",
     ]
@@ -194,6 +204,7 @@ def render_card(
         "- Thresholds were tuned on a small validation split; sensitivity and specificity at deployment will differ.",
         "- Labels may be noisy (report-mined or area-fraction labels); rare labels have wide intervals.",
         *_unknown_note(finetune_metrics),
+        *_interval_note(finetune_metrics),
         "- Scores are not calibrated probabilities unless the reliability diagrams in the evaluation report say so.",
     ]
     if is_random_init(weights):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from medvit.evaluate.intervals import Reliability
 from medvit.hashing import sha256_json
 from medvit.metrics import COUNTS, METRICS
 from medvit.tracking.identity import registering_user
@@ -64,6 +65,11 @@ def metric_tags(finetune: Mapping[str, Any], baselines: Mapping[str, Mapping[str
         for key in (f"test/{n}{suffix}" for n in headline for suffix in CI_SUFFIXES):
             if (text := _number_tag(metrics.get(key))) is not None:
                 tags[f"baseline/{name}/{key}"] = text
+    n, least = finetune.get("test/n_groups"), finetune.get("min_groups")
+    if n is not None and least is not None:  # issue #14: an interval from too few groups says so
+        ok = Reliability(int(n), int(least)).reliable
+        tags["ci_reliability"] = (f"reliable: {int(n)} test groups >= min_groups {int(least)}" if ok else
+                                  f"unreliable: {int(n)} test groups < min_groups {int(least)}")
     return tags
 
 

@@ -46,3 +46,23 @@ def test_reliability_record_and_status() -> None:
     assert interval_status(9, 10) == "too few groups for an interval (9 groups)"
     assert interval_status(10, 10, 3) == "too few groups for an interval (rest of test: 3 groups)"
     assert interval_status(10, 10, 10) == "ok"
+
+
+def test_model_card_and_registry_tags_name_the_group_count() -> None:
+    from medvit.tracking import card, registry
+
+    for n_groups, few in ((3, True), (12, False)):
+        metrics = report.metrics_json(_evaluation(n_groups))
+        ft = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        baselines = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+        tags = registry.metric_tags(ft, baselines)
+        want = "unreliable: 3 test groups < min_groups 10" if few else "reliable: 12 test groups >= min_groups 10"
+        assert tags["ci_reliability"] == want
+        gate = apply_gate(ft, baselines, 0.0, -1.0)
+        md = card.render_card(registered_model="medvit-medical", domain="medical",
+                              meta={"model": "m", "label_names": list(NAMES), "weights": "hub:x"},
+                              finetune_metrics=ft, baseline_metrics=baselines, thresholds=[0.5, 0.5],
+                              threshold_method="youden", gate=gate.to_dict(), weights_sha256="0" * 64,
+                              git_commit="abc", onnx_opset=None)
+        assert ("Unreliable intervals: the test split has 3 group(s)" in md) == few
+        assert ("missing evidence" in md) == few
