@@ -6,6 +6,8 @@ unknown entry's target is replaced by 0 with ``torch.where`` *before* the
 elementwise loss, so neither its value nor a NaN can reach the gradient, and its
 term is then dropped from the sum and from the count. A batch without any known
 entry gives a zero loss with zero gradients. ``pos_weight`` counts known entries only.
+The mean is per (micro-)batch and rank: with gradient accumulation or DDP each
+micro-batch weighs the same whatever its number of known entries, as for plain BCE.
 """
 
 from __future__ import annotations
