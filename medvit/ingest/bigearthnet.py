@@ -34,7 +34,7 @@ from medvit.config import IngestConfig
 from medvit.errors import UserError
 from medvit.ingest.bands import BIGEARTHNET_BANDS, RESOLUTION_M, resolve_bands
 from medvit.ingest.labels import csv_rows
-from medvit.ingest.patches import BandFile, PatchSource, PatchTask
+from medvit.ingest.patches import PatchSource, PatchTask
 from medvit.ingest.source import relative_keys
 
 log = logging.getLogger(__name__)
@@ -160,21 +160,8 @@ class BigEarthNetSource(PatchSource):
             log.warning("%s: %d file(s) outside any patch folder (not inputs)", self.raw, others)
         return self.patches
 
-    def band_files(self, folder: Path) -> tuple[list[BandFile], list[str]]:
-        """The selected bands' files of a patch folder, and the names of the bands whose file is missing."""
-        present = set(os.listdir(folder))
-        found, missing = [], []
-        for band in self._bands:
-            name = next((f"{folder.name}_{band}{ext}" for ext in (".tif", ".tiff", ".TIF")
-                         if f"{folder.name}_{band}{ext}" in present), None)
-            if name is None:
-                missing.append(band)
-            else:
-                found.append(BandFile(band, str(folder / name)))
-        return found, missing
-
     def tasks(self) -> list[PatchTask | tuple[str, str]]:
-        """Per patch folder: its task, or the reject reason (no labels, missing band file, not in the split)."""
+        """Per patch folder: its task, or the reject reason (no labels, not in the split); bands are found later."""
         out: list[PatchTask | tuple[str, str]] = []
         for key, folder in zip(relative_keys(self.patches, self.raw), self.patches):
             patch = folder.name
@@ -187,13 +174,9 @@ class BigEarthNetSource(PatchSource):
             if self.cfg.satellite.use_official_split and patch not in self.official:
                 out.append((key, "not in the official split: listed in none of the split files"))
                 continue
-            files, missing = self.band_files(folder)
-            if missing:
-                out.append((key, f"missing band: {', '.join(missing)} (no {patch}_{missing[0]}.tif)"))
-                continue
             meta = {"id": patch, "group": tile_of(patch), "tile": tile_of(patch), "month": month_of(patch),
                     "country": "unknown", **self.extra_columns.get(patch, {})}
-            out.append(PatchTask(key, tuple(files), self.patch_labels[patch], meta))
+            out.append(PatchTask(key, str(folder), self.patch_labels[patch], meta))
         return out
 
     def no_labels_reason(self, patch: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from medvit.config import IngestConfig
 from medvit.errors import UserError
 from medvit.ingest.bands import EUROSAT_BANDS, resolve_bands
-from medvit.ingest.patches import BandFile, PatchSource, PatchTask
+from medvit.ingest.patches import PatchSource, PatchTask
 from medvit.ingest.source import find_files, relative_keys
 
 IMAGE_SIZE = 64  # px: every EuroSAT image is 64 x 64 at 10 m
@@ -42,6 +42,10 @@ class EuroSatSource(PatchSource):
     def band_names(self) -> tuple[str, ...]:
         """The selected bands, canonical names."""
         return self._bands
+
+    def file_indexes(self) -> tuple[int, ...]:
+        """The selected bands' positions in EuroSAT's file band order (B8A last)."""
+        return tuple(EUROSAT_BANDS.index(b) + 1 for b in self._bands)
 
     def patch_size(self) -> int:
         """64 px."""
@@ -78,7 +82,6 @@ class EuroSatSource(PatchSource):
     def tasks(self) -> list[PatchTask | tuple[str, str]]:
         """One task per image; a file outside any class folder is rejected."""
         index = {n: i for i, n in enumerate(self.label_names)}
-        positions = tuple(EUROSAT_BANDS.index(b) + 1 for b in self._bands)
         out: list[PatchTask | tuple[str, str]] = []
         for key, path in zip(relative_keys(self.files, self.raw), self.files):
             if path.parent == self.raw:
@@ -86,7 +89,6 @@ class EuroSatSource(PatchSource):
                 continue
             labels = np.zeros(len(self.label_names), np.uint8)
             labels[index[path.parent.name]] = 1
-            bands = tuple(BandFile(b, str(path), i) for b, i in zip(self._bands, positions))
             meta = {"id": path.stem, "group": path.stem, "class": path.parent.name}
-            out.append(PatchTask(key, bands, labels, meta))
+            out.append(PatchTask(key, str(path), labels, meta))
         return out

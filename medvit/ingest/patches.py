@@ -36,7 +36,7 @@ EXTENT_TOLERANCE = 0.01
 
 @dataclass(frozen=True)
 class BandFile:
-    """Where one selected band of a patch lies."""
+    """Where one selected band of a patch lies (found by the worker)."""
 
     name: str                       # canonical band name (B02, B8A, ...)
     path: str
@@ -48,7 +48,7 @@ class PatchTask:
     """One patch to decode into one sample."""
 
     key: str                        # the patch (folder or file) relative to raw: the source column
-    bands: tuple[BandFile, ...]     # the selected bands, in channel order
+    path: str                       # the patch folder (one file per band) or its one multi-band file
     labels: np.ndarray              # (L,) 0/1
     meta: dict[str, Any]            # id, group and provenance columns (country, month, class, ...)
 
@@ -62,6 +62,8 @@ class PatchWorkerState:
     size: int                       # output grid: the finest selected band's patch size (pixels)
     scale: float | None             # DN -> reflectance; None: by dtype
     fmt: str                        # the format's name, for messages
+    bands: tuple[str, ...]          # the selected bands' names, in channel order
+    indexes: tuple[int, ...] | None  # their 1-based bands in a patch's one file; None: ``<patch>_<band>.tif`` each
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,28 @@ def _resample(values: np.ndarray, valid: np.ndarray, size: int) -> tuple[np.ndar
     return out, ok
 
 
+def locate_bands(task: PatchTask, state: PatchWorkerState) -> list[BandFile]:
+    """The selected bands' files: the patch's one file, or ``<patch>_<band>.tif`` in its folder.
+
+    Raises:
+        RasterReject: band files missing (named).
+    """
+    if state.indexes is not None:
+        return [BandFile(b, task.path, i) for b, i in zip(state.bands, state.indexes)]
+    patch = os.path.basename(task.path)
+    present = set(os.listdir(task.path))
+    found, missing = [], []
+    for band in state.bands:
+        name = next((n for n in (f"{patch}_{band}{ext}" for ext in (".tif", ".tiff", ".TIF")) if n in present), None)
+        if name is None:
+            missing.append(band)
+        else:
+            found.append(BandFile(band, os.path.join(task.path, name)))
+    if missing:
+        raise RasterReject("missing band", f"{', '.join(missing)} (no {patch}_{missing[0]}.tif)")
+    return found
+
+
 def read_patch(task: PatchTask, state: PatchWorkerState) -> tuple[np.ndarray, np.ndarray, BandStack]:
     """(C, size, size) values and valid mask of a patch's selected bands, and the finest band's read.
 
@@ -102,8 +126,9 @@ def read_patch(task: PatchTask, state: PatchWorkerState) -> tuple[np.ndarray, np
         RasterReject: an unreadable band file, a missing band, bands on different footprints or CRSs,
             or a finest band that is not ``size`` x ``size``.
     """
+    files = locate_bands(task, state)
     by_path: dict[str, list[BandFile]] = {}
-    for band in task.bands:
+    for band in files:
         by_path.setdefault(band.path, []).append(band)
     planes: dict[str, tuple[np.ndarray, np.ndarray, BandStack]] = {}
     for path, bands in by_path.items():
@@ -127,9 +152,9 @@ def read_patch(task: PatchTask, state: PatchWorkerState) -> tuple[np.ndarray, np
             raise RasterReject("band grid mismatch", f"{name} has CRS {stack.crs or 'none'}, not {finest.crs}")
         if max(abs(p - q) for p, q in zip(_bounds(stack), ref)) > EXTENT_TOLERANCE * pixel:
             raise RasterReject("band grid mismatch", f"{name} covers other ground than the finest band")
-    values = np.empty((len(task.bands), state.size, state.size), np.float32)   # (C, H, W)
+    values = np.empty((len(files), state.size, state.size), np.float32)   # (C, H, W)
     valid = np.empty(values.shape, bool)
-    for c, band in enumerate(task.bands):
+    for c, band in enumerate(files):
         values[c], valid[c] = _resample(*planes[band.name][:2], state.size)
     return values, valid, finest
 
@@ -143,7 +168,7 @@ def decode_patch(task: PatchTask) -> TaskResult:
     except RasterReject as err:
         result.reject = str(err)
         return result
-    except (OSError, ValueError, MemoryError) as err:
+    except (OSError, ValueError, MemoryError) as err:  # e.g. the patch folder vanished
         result.reject = f"decode failed: {type(err).__name__}"
         return result
     if not valid.any():
@@ -204,6 +229,10 @@ class PatchSource(Source):
     def band_names(self) -> tuple[str, ...]:
         """The selected bands' canonical names, in channel order."""
 
+    def file_indexes(self) -> tuple[int, ...] | None:
+        """The selected bands' 1-based indexes in a patch's one file; None: one file per band."""
+        return None
+
     @abstractmethod
     def patch_size(self) -> int:
         """The output grid (pixels): the size of the finest selected band's patch."""
@@ -223,7 +252,7 @@ class PatchSource(Source):
         self.shard_dir = self.tmp / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         state = PatchWorkerState(str(self.shard_dir), self.cfg.shard_size, self.patch_size(),
-                                 self.cfg.satellite.scale, self.fmt)
+                                 self.cfg.satellite.scale, self.fmt, tuple(self.band_names), self.file_indexes())
         step = block_size(len(tasks), self.cfg.shard_size)
         blocks = [PatchBlock(f"{i // step:06d}", tuple(tasks[i:i + step])) for i in range(0, len(tasks), step)]
         self.next_shard = 0
