@@ -145,7 +145,8 @@ def evaluate(
         skipped_test=[n for n, ok in zip(label_names, valid_labels(y_test)) if not ok],
         n_test=len(y_test), n_test_groups=len(set(map(str, test_groups))),
         n_known_val=label_counts(y_val)["n_known"], n_known_test=label_counts(y_test)["n_known"],
-        n_resamples=int(weights.shape[0]), ci_level=cfg.ci_level, settings=cfg.model_dump(mode="json"),
+        n_resamples=int(weights.shape[0]), ci_level=cfg.ci_level,
+        settings=cfg.model_dump(mode="json", exclude={"subgroups"}),  # per-domain columns: not read here
     )
 
 

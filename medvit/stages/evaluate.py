@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
         cache, manifest, ft_dir, test[FINETUNE], cfg.n_attention_maps, cfg.seed, out, burned_in_possible=burned)]
 
     with stage_run("evaluate", d, tags=tags) as run:
-        run.log_params({"evaluate": cfg.model_dump(mode="json")})
+        run.log_params({"evaluate": cfg.dump_for(d)})
         flat = report.flat_metrics(metrics)
         keys = sorted(flat)
         for i in range(0, len(keys), 200):
