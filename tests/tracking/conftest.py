@@ -126,6 +126,7 @@ def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, log)
         return f"http://127.0.0.1:{port}"
 
+    _serve.processes = procs  # type: ignore[attr-defined] - the started servers, for memory checks
     try:
         yield _serve
     finally:

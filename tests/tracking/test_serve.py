@@ -9,23 +9,40 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))  # the ingest tests' input writers
 
-from ingest_inputs import write_dicom  # noqa: E402
+from ingest_inputs import write_dicom, write_scene  # noqa: E402
 
+from medvit.data.preprocess import Preprocessor  # noqa: E402
 from medvit.data.transforms import eval_transform  # noqa: E402
 from medvit.models.classifier import load_classifier  # noqa: E402
 from medvit.tracking.serving import MAX_BYTES_ENV  # noqa: E402
+
+
+LOAD_REQUESTS = 60  # the suite's size; benchmarks would run ~1,000
+
+
+def _files_body(*files: bytes) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": ["file"],
+                                           "data": [[base64.b64encode(f).decode()] for f in files]}}).encode()
+
+
+def _rss(proc: object) -> int:
+    """Resident memory of a server process and its workers, bytes."""
+    root = psutil.Process(proc.pid)  # type: ignore[attr-defined]
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
 
 def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
@@ -84,3 +101,46 @@ def test_served_candidate_scores_dicom_bytes_and_answers_request_errors(
         assert "stack_trace" not in body
     # The server still answers after the bad requests.
     assert _post(url, json.dumps({"inputs": images.tolist()}).encode())[0] == 200
+
+
+@pytest.mark.slow
+def test_bounded_load_with_bad_requests_crashes_nothing_and_keeps_memory(
+    tmp_path: Path, dicom_model: dict, dicom_scores: Callable[[Path], np.ndarray], model_server: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(MAX_BYTES_ENV, "100000")
+    url = model_server("models:/medvit-medical@candidate")
+    (server,) = model_server.processes  # type: ignore[attr-defined]
+    names = dicom_model["label_names"]
+    write_dicom(tmp_path / "ok.dcm", 4, 0)
+    ok = (tmp_path / "ok.dcm").read_bytes()
+    write_scene(tmp_path / "rgb.tif", np.ones((3, 16, 16), np.uint16), 0)
+    tif = (tmp_path / "rgb.tif").read_bytes()
+    prep = Preprocessor.from_json(dicom_model["preprocess"])
+    expected = dicom_scores(tmp_path / "ok.dcm")
+    # (body, status, the error of its one row) for every request kind; good files are most of the load.
+    kinds = [(_files_body(ok), 200, ""), (_files_body(ok[:-1000]), 200, prep.decode(ok[:-1000])),
+             (_files_body(b"\x00" * 300), 200, "not DICOM"), (_files_body(tif), 200, prep.decode(tif)),
+             (b"", 400, None), (_files_body(ok * 30), 413, None), (_files_body(ok), 200, "")]
+    assert kinds[1][2].startswith("truncated or corrupt") and isinstance(kinds[3][2], str)
+
+    def call(k: int) -> tuple[int, int, dict]:
+        kind = k % len(kinds) if k % 3 else 0  # every third request, and kinds 0 and 6, a good file
+        return kind, *_post(url, kinds[kind][0])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(call, range(12)))  # warm-up
+        warm = _rss(server)
+        results = list(pool.map(call, range(LOAD_REQUESTS)))
+    assert server.poll() is None, "the server died"
+    assert {kind for kind, *_ in results} == set(range(len(kinds)))
+    for kind, status, body in results:
+        assert status == kinds[kind][1], (kind, body)
+        if status != 200:
+            assert "\n" not in body["message"]
+            continue
+        (row,) = body["predictions"]
+        assert row["error"] == kinds[kind][2]
+        if row["error"] == "":
+            np.testing.assert_allclose([row[f"score:{n}"] for n in names], expected, atol=1e-5)
+    assert _rss(server) <= 1.2 * warm
