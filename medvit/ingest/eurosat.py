@@ -5,7 +5,8 @@ same one folder deeper (``<raw>/EuroSAT_MS/<Class>/...``). The class is the
 image's folder name; the single label becomes a multi-hot row over the class
 folders found (sorted). Bands inside each file are B01..B12, then B8A last
 (``EUROSAT_BANDS``). EuroSAT carries no scene or tile id, so every image is its
-own split group. A file directly in the raw folder has no class: rejected.
+own split group. A file outside a class folder (a folder holding ``.tif`` images) has no class:
+rejected.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class EuroSatSource(PatchSource):
         Raises:
             UserError: every file lies directly in the raw folder (no class folders).
         """
-        classes = sorted({p.parent.name for p in self.files if p.parent != self.raw})
+        # A class folder holds images: a stray README beside the class folders names no class.
+        self.class_dirs = {p.parent for p in self.files
+                           if p.parent != self.raw and p.suffix.lower() in (".tif", ".tiff")}
+        classes = sorted({d.name for d in self.class_dirs})
         if not classes:
             raise UserError(f"{self.raw}: no class folders; EuroSAT images lie in one folder per class "
                             "(AnnualCrop/, Forest/, ...)")
@@ -84,7 +88,7 @@ class EuroSatSource(PatchSource):
         index = {n: i for i, n in enumerate(self.label_names)}
         out: list[PatchTask | tuple[str, str]] = []
         for key, path in zip(relative_keys(self.files, self.raw), self.files):
-            if path.parent == self.raw:
+            if path.parent not in self.class_dirs:
                 out.append((key, "no labels: not in a class folder"))
                 continue
             labels = np.zeros(len(self.label_names), np.uint8)

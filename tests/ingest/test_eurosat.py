@@ -30,16 +30,19 @@ def test_eurosat_pixels_single_label_and_rejects(tmp_path: Path) -> None:
     loose = raw / "loose.tif"
     write_tif(loose, eurosat_values(51), ORIGIN[0], ORIGIN[1], 10.0)
     (raw / "SeaLake" / "SeaLake_9.tif").write_bytes(b"\x00" * 100)
+    (raw / "licence").mkdir()
+    (raw / "licence" / "LICENSE.txt").write_text("MIT")   # no images beside it: not a class
     write_tif(raw / "SeaLake" / "SeaLake_8.tif", eurosat_values(52)[:, :32], ORIGIN[0], ORIGIN[1], 10.0)
     _, cfg = ingest_cfg(tmp_path, satellite={"format": "eurosat", "bands": ["B04", "B03", "B02", "B8A"]})
     out = tmp_path / "cache"
     report = ingest("satellite", raw, raw, out, cfg)
 
-    all_keys = [*keys, "Forest/Forest_9.tif", "loose.tif", "SeaLake/SeaLake_9.tif", "SeaLake/SeaLake_8.tif"]
+    all_keys = [*keys, "Forest/Forest_9.tif", "loose.tif", "SeaLake/SeaLake_9.tif", "SeaLake/SeaLake_8.tif",
+                "licence/LICENSE.txt"]
     check_conservation(all_keys, out)
     rejects = dict(pd.read_csv(out / "rejects.csv").itertuples(index=False))
     assert rejects["Forest/Forest_9.tif"] == "missing band: B8A (file has 12 band(s))"
-    assert rejects["loose.tif"] == "no labels: not in a class folder"
+    assert rejects["loose.tif"] == rejects["licence/LICENSE.txt"] == "no labels: not in a class folder"
     assert rejects["SeaLake/SeaLake_9.tif"].startswith("not a raster")
     assert rejects["SeaLake/SeaLake_8.tif"].startswith("unexpected size: 32x64 px")
     assert report["n_ingested"] == 12
