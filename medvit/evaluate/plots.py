@@ -178,29 +178,31 @@ def save_forest(table: pd.DataFrame, path: str | Path, min_auroc: float | None =
     """Forest plot of ``subgroups.csv``: AUROC per subgroup (rows) and model (colours) with CIs.
 
     A subgroup without an interval (too few groups) is drawn as a hollow marker without bars;
-    a flagged one is marked ``*`` in its row name.
+    one where the first model (the fine-tuned one) is flagged is marked ``*`` in its row name.
     """
     subgroups = list(dict.fromkeys(table["subgroup"]))
     models = list(dict.fromkeys(table["model"]))
-    fig = Figure(figsize=(7.5, 1.2 + 0.28 * max(1, len(subgroups))), layout="constrained")
+    fig = Figure(figsize=(9.5, 1.2 + 0.28 * max(1, len(subgroups))), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     step = 0.7 / max(1, len(models))
-    flagged = set(table.loc[table["flagged"] > 0, "subgroup"])
+    flagged = set(table.loc[(table["flagged"] > 0) & (table["model"] == models[0] if models else False), "subgroup"])
     for k, model in enumerate(models):
         part = table[table["model"] == model].set_index("subgroup").reindex(subgroups)
         ypos = np.arange(len(subgroups)) + (k - (len(models) - 1) / 2) * step
         has_ci = part["auroc_ci_low"].notna().to_numpy()
         x = part["auroc"].to_numpy(dtype=float)
         err = np.abs(np.vstack([x - part["auroc_ci_low"].to_numpy(float), part["auroc_ci_high"].to_numpy(float) - x]))
-        ax.errorbar(x[has_ci], ypos[has_ci], xerr=err[:, has_ci], fmt="o", ms=4, c=f"C{k}", capsize=2, label=model)
+        if has_ci.any():
+            ax.errorbar(x[has_ci], ypos[has_ci], xerr=err[:, has_ci], fmt="o", ms=4, c=f"C{k}", capsize=2, label=model)
         ax.plot(x[~has_ci], ypos[~has_ci], "o", ms=4, mfc="none", c=f"C{k}",
                 label=f"{model} (too few groups for an interval)" if (~has_ci).any() else None)
     if min_auroc is not None:
         ax.axvline(min_auroc, ls="--", c="0.5", lw=0.8, label=f"register.min_auroc {min_auroc:g}")
     ax.set_yticks(np.arange(len(subgroups)), [s + (" *" if s in flagged else "") for s in subgroups], fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlabel="test AUROC (macro)", xlim=(0, 1), title="AUROC per subgroup (* flagged)")
-    ax.legend(fontsize=7, loc="lower left")
+    first = models[0] if models else ""
+    ax.set(xlabel="test AUROC (macro)", xlim=(0, 1.02), title=f"AUROC per subgroup (* {first} flagged)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.savefig(path, dpi=110)
     return Path(path)
