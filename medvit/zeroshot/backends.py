@@ -46,7 +46,7 @@ RANDOM_INIT_ARCH = {
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                      "open_clip_pytorch_model.bin")
-_INTERPOLATION = {0: "nearest", 2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic",
+INTERPOLATION = {0: "nearest", 2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic",
                   "nearest": "nearest"}
 
 
@@ -136,7 +136,7 @@ def hub_access(timeout: float = 3.0) -> Iterator[bool]:
     yield True
 
 
-def _file_identity(*paths: str | Path) -> str:
+def file_identity(*paths: str | Path) -> str:
     """Cheap identity of weight files: resolved path, size and mtime (hub snapshot paths embed the commit)."""
     parts = []
     for p in paths:
@@ -154,14 +154,14 @@ def _hub_snapshot_identity(repo: str) -> str:
     if not isinstance(config, str):
         return f"{repo}@unknown-revision"
     snapshot = Path(config).parent
-    return f"{repo}@{snapshot.name}:{_file_identity(*_weight_files(snapshot))}"
+    return f"{repo}@{snapshot.name}:{file_identity(*weight_files(snapshot))}"
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     return sorted(p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in folder.glob(ext))
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1
 
 
@@ -195,7 +195,7 @@ def _hf_preprocess(ip: Any, image_size: int) -> ClipPreprocess:
     resample = getattr(resample, "value", resample)
     return ClipPreprocess(size=size, crop=crop, mean=tuple(float(v) for v in ip.image_mean),  # type: ignore[arg-type]
                           std=tuple(float(v) for v in ip.image_std),  # type: ignore[arg-type]
-                          interpolation=_INTERPOLATION.get(resample, "bicubic"),
+                          interpolation=INTERPOLATION.get(resample, "bicubic"),
                           resize_mode="shortest" if "shortest_edge" in size_cfg else "squash")
 
 
@@ -230,7 +230,7 @@ def load_transformers(model_id: str) -> ClipBackend:
     from transformers import CLIPModel, CLIPProcessor
 
     local = Path(model_id).expanduser()
-    if _looks_like_path(model_id) and not local.is_dir():
+    if looks_like_path(model_id) and not local.is_dir():
         raise WeightsMissing(f"local directory {local} not found")
     source = str(local) if local.is_dir() else model_id
     try:
@@ -240,7 +240,7 @@ def load_transformers(model_id: str) -> ClipBackend:
     except OSError as err:
         raise WeightsMissing(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from err
     if local.is_dir():
-        weights, fingerprint = f"local:{local.resolve()}", _file_identity(*_weight_files(local))
+        weights, fingerprint = f"local:{local.resolve()}", file_identity(*weight_files(local))
     else:
         weights, fingerprint = f"hub:{model_id}", _hub_snapshot_identity(model_id)
     vc = model.config.vision_config
@@ -262,124 +262,8 @@ def random_transformers(model_id: str, seed: int) -> ClipBackend:
                                  fingerprint, RANDOM_INIT_ARCH["transformers"])
 
 
-# ----------------------------------------------------------------------------- open_clip
-def _open_clip_backend(model: nn.Module, tokenizer: Any, model_id: str, weights: str, fingerprint: str,
-                       arch: str) -> ClipBackend:
-    model = model.to(default_device()).float().eval().requires_grad_(False)
-    pp = model.visual.preprocess_cfg
-    size = pp["size"]
-    size = int(max(size)) if isinstance(size, (tuple, list)) else int(size)
-    pre = ClipPreprocess(size=size, crop=size, mean=tuple(float(v) for v in pp["mean"]),  # type: ignore[arg-type]
-                         std=tuple(float(v) for v in pp["std"]),  # type: ignore[arg-type]
-                         interpolation=_INTERPOLATION.get(pp.get("interpolation", "bicubic"), "bicubic"),
-                         resize_mode=pp.get("resize_mode", "shortest"), fill=float(pp.get("fill_color", 0)))
-
-    def enc_texts(texts: list[str]) -> torch.Tensor:
-        return model.encode_text(tokenizer(texts).to(next(model.parameters()).device))
-
-    return ClipBackend("open_clip", model_id, weights, f"open_clip:{fingerprint}", arch, pre, model,
-                       model.encode_image, enc_texts)
-
-
-def _hub_file(repo: str, filenames: tuple[str, ...]) -> str:
-    """Path of the first of ``filenames`` found in the cache or on the hub."""
-    from huggingface_hub import hf_hub_download
-
-    errors = []
-    for name in filenames:
-        try:
-            return hf_hub_download(repo, name)
-        except Exception as err:  # noqa: BLE001 - any lookup failure means "not available", reported below
-            errors.append(f"{name}: {type(err).__name__}")
-    raise WeightsMissing(f"{repo} has none of {list(filenames)} in the local cache or on the hub ({'; '.join(errors)})")
-
-
-def load_open_clip(model_id: str, weights: str | None = None) -> ClipBackend:
-    """open_clip model from ``hf-hub:org/repo``, ``local-dir:/path`` (or a folder), or a built-in name + ``weights``.
-
-    ``weights`` (built-in names only) is a pretrained tag (``openai``), a local
-    checkpoint file, or ``hf-hub:org/repo/file`` (e.g. RemoteCLIP's ``.pt``).
-
-    Raises:
-        WeightsMissing: config or checkpoint not available locally or on the hub.
-        UserError: unknown architecture or pretrained tag.
-    """
-    import open_clip
-
-    with hub_access():
-        try:
-            if model_id.startswith("hf-hub:"):
-                repo = model_id[len("hf-hub:"):]
-                _hub_file(repo, ("open_clip_config.json",))
-                ckpt = _hub_file(repo, OPEN_CLIP_WEIGHTS)
-                model = open_clip.create_model(model_id)
-                tokenizer = open_clip.get_tokenizer(model_id)
-                provenance, arch = f"hub:{repo}", repo
-            elif model_id.startswith("local-dir:") or Path(model_id).expanduser().is_dir():
-                folder = Path(model_id.removeprefix("local-dir:")).expanduser().resolve()
-                if not (folder / OPEN_CLIP_CONFIG).is_file():
-                    raise WeightsMissing(f"{folder / OPEN_CLIP_CONFIG} not found")
-                files = _weight_files(folder)
-                if not files:
-                    raise WeightsMissing(f"no checkpoint (*.safetensors, *.bin, *.pth) in {folder}")
-                ckpt = str(files[0])
-                model = open_clip.create_model(f"local-dir:{folder}")
-                tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-                provenance, arch = f"local:{folder}", folder.name
-            else:
-                arch = model_id.replace("/", "-")
-                if arch not in open_clip.list_models():
-                    raise UserError(f"zeroshot: open_clip has no architecture {model_id!r}; use hf-hub:org/repo, "
-                                    f"local-dir:/path, or one of {open_clip.list_models()[:12]}...")
-                ckpt, provenance = _open_clip_checkpoint(arch, weights)
-                model = open_clip.create_model(arch, pretrained=ckpt)
-                tokenizer = open_clip.get_tokenizer(arch)
-        except OSError as err:
-            raise WeightsMissing(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from err
-    return _open_clip_backend(model, tokenizer, model_id, provenance, _file_identity(ckpt), arch)
-
-
-def _open_clip_checkpoint(arch: str, weights: str | None) -> tuple[str, str]:
-    """(checkpoint path, provenance) of a built-in architecture's ``weights``."""
-    import open_clip
-
-    if not weights:
-        raise WeightsMissing(f"no weights configured for the built-in architecture {arch}")
-    if weights.startswith("hf-hub:"):
-        repo, _, filename = weights[len("hf-hub:"):].rpartition("/")
-        if not repo or not filename:
-            raise UserError(f"zeroshot weights {weights!r}: expected hf-hub:org/repo/filename")
-        return _hub_file(repo, (filename,)), f"hub:{repo}/{filename}"
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return str(path.resolve()), f"local:{path.resolve()}"
-    cfg = open_clip.get_pretrained_cfg(arch, weights)
-    if not cfg:
-        if _looks_like_path(weights) or path.suffix:
-            raise WeightsMissing(f"checkpoint file {path} not found")
-        raise UserError(f"zeroshot weights {weights!r}: not a file and not a pretrained tag of {arch}; "
-                        f"tags: {open_clip.list_pretrained_tags_by_model(arch)}")
-    try:
-        return open_clip.download_pretrained(cfg), f"hub:open_clip/{arch}/{weights}"
-    except Exception as err:  # noqa: BLE001 - open_clip wraps download failures in several types
-        raise WeightsMissing(f"pretrained tag {weights}: {type(err).__name__}: {err}") from err
-
-
-def random_open_clip(model_id: str, seed: int) -> ClipBackend:
-    """Randomly initialised open_clip ViT-B-32 at 112 px with the bundled CLIP tokenizer; no download."""
-    import open_clip
-
-    size = RANDOM_INIT_IMAGE_SIZE
-    torch.manual_seed(seed)
-    with _quiet("root"):
-        model = open_clip.create_model("ViT-B-32", force_image_size=size)
-    fingerprint = f"{RANDOM_INIT}:vit-b-32-{size}:seed{seed}:torch{torch.__version__}"
-    return _open_clip_backend(model, open_clip.get_tokenizer("ViT-B-32"), model_id, RANDOM_INIT, fingerprint,
-                              RANDOM_INIT_ARCH["open_clip"])
-
-
 @contextmanager
-def _quiet(name: str) -> Iterator[None]:
+def quiet_logger(name: str) -> Iterator[None]:
     """Silence a library's own 'initialized randomly' warning: we log our own, louder one."""
     logger = logging.getLogger(name)
     level = logger.level
@@ -402,6 +286,8 @@ def load_backend(backend: str, model_id: str, weights: str | None = None, *, all
         if backend == "transformers":
             return load_transformers(model_id)
         if backend == "open_clip":
+            from medvit.zeroshot.open_clip_backend import load_open_clip
+
             return load_open_clip(model_id, weights)
         raise UserError(f"zeroshot backend {backend!r}: expected transformers or open_clip")
     except WeightsMissing as err:
@@ -420,4 +306,8 @@ def load_backend(backend: str, model_id: str, weights: str | None = None, *, all
                     RANDOM_INIT_ARCH[backend], backend)
         log.warning("zeroshot: its scores are a demo, not a CLIP baseline; recorded as weights=random-init.")
         log.warning("=" * 78)
-        return random_transformers(model_id, seed) if backend == "transformers" else random_open_clip(model_id, seed)
+        if backend == "transformers":
+            return random_transformers(model_id, seed)
+        from medvit.zeroshot.open_clip_backend import random_open_clip
+
+        return random_open_clip(model_id, seed)
