@@ -34,6 +34,7 @@ class Analysis:
     forest: Path
     failure_pngs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # merged into metrics.json
 
 
 def write_analysis(
@@ -87,4 +88,7 @@ def write_analysis(
     write_json_atomic(out / "data_description.json", describe.description_json(demo, prev, missing_demo))
     log.info("subgroups: %d rows, %d flagged; failure cases: %d (%d overlays)", len(table), len(flagged),
              len(cases), len(pngs))
-    return Analysis(forest, pngs, notes)
+    ft = table[table["model"] == FINETUNE]
+    counts = {"test/subgroups": float(len(ft)), "test/subgroups_flagged": float(ft["flagged"].sum()),
+              "test/subgroups_without_interval": float((ft["interval"] != "ok").sum())}
+    return Analysis(forest, pngs, notes, counts)

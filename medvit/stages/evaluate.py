@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     extra = write_analysis(ev, manifest, test, cache, ft_dir, out, cfg, getattr(cfg.subgroups, d),
                            params.register.min_auroc, burned_in_possible=burned)
     notes = [*notes, *extra.notes]
-    metrics = report.metrics_json(ev)
+    metrics = {**report.metrics_json(ev), **extra.metrics}
     write_json_atomic(out / "metrics.json", metrics)
     write_json_atomic(out / "thresholds.json", report.thresholds_json(ev))
     report.label_table(ev).to_csv(out / "per_label.csv", index=False, float_format="%.6g")

@@ -210,6 +210,8 @@ def test_review_material_subgroups_failures_and_data_description(workspace: dict
     assert (out / "figures" / "subgroups_forest.png").read_bytes()[:4] == b"\x89PNG"
     metrics = _strict_json(out / "metrics.json")
     assert metrics["test/ci_reliable"] == 0 and "Unreliable intervals" in (out / "comparison.md").read_text()
+    assert (metrics["test/subgroups"], metrics["test/subgroups_without_interval"]) == (3, 3)
+    assert metrics["test/subgroups_flagged"] == ft["flagged"].sum()
     assert _strict_json(out / "intervals.json")["n_groups"] == test["group"].nunique()
     cases = pd.read_csv(out / "failures" / "failures.csv", keep_default_na=False)
     fp_c = cases[(cases["label"] == "c") & (cases["kind"] == "false_positive")]

@@ -119,3 +119,14 @@ def test_attribute_values_derive_buckets_seasons_and_unknown() -> None:
     assert values["nodata_fraction"].tolist() == ["0", "0-0.1", "0.1-0.25", ">0.25"]
     assert values["season"].tolist() == ["DJF", "MAM", "JJA", "unknown"]
     assert missing == ["country"]
+
+
+def test_forest_plot_draws_rows_with_and_without_intervals(tmp_path) -> None:
+    from medvit.evaluate.plots import save_forest
+
+    t = _table(min_groups=2, finetune=S, clip_zeroshot=1 - S)
+    t.loc[t["value"] == "B", ["auroc_ci_low", "auroc_ci_high"]] = np.nan  # as for too few groups
+    png = save_forest(t, tmp_path / "forest.png", 0.8)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = save_forest(t.iloc[:0], tmp_path / "empty.png")  # no attribute in the manifest
+    assert empty.stat().st_size > 0
