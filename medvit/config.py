@@ -305,6 +305,9 @@ class RegisterConfig(Section):
     fail_on_gate: bool = False
     onnx: bool = True
     onnx_opset: int = Field(17, ge=17)
+    # Shown first in each version's review report (issue #14): what the model is for and what it is not.
+    intended_use: str = ""
+    limitations: str = ""
 
 
 # "register" is also ABCMeta.register on the class; pydantic warns, but instances resolve the field.

@@ -5,7 +5,11 @@ thresholds.json}. When the gate passes, logs the servable pyfunc (and the ONNX
 export) in a ``register`` MLflow run and creates a version of ``medvit-<domain>``
 with the ``candidate`` alias, ``review_status=pending`` and the model card as its
 description; an unchanged model (same weights and thresholds) registers nothing
-new. When the gate refuses, nothing is registered: the reason is printed, tagged
+new. Each version gets its review report (``medvit.evaluate.review``): the logged
+copy ``reports/<d>/registry/review_report.html`` (its sha256 in the version tag
+``review_report_sha256``; medical images only with ``evaluate.upload_patient_pixels``)
+and the local copy ``reports/<d>/review/review_report.html``, which may hold them.
+When the gate refuses, nothing is registered: the reason is printed, tagged
 on the run and written to reports/<d>/registry/registration.json; the exit code
 is 1 only with ``register.fail_on_gate: true``.
 """
@@ -17,6 +21,7 @@ import logging
 import math
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune", default=None, help="finetune output folder (default: per --domain)")
     parser.add_argument("--report", default=None, help="evaluate output folder (default: per --domain)")
+    parser.add_argument("--cache", default=None, help="ingest cache folder, for its report.json (default: per --domain)")
     parser.add_argument("--out", default=None, help="folder for the registration record (default: per --domain)")
 
 
@@ -77,6 +83,39 @@ def _new_version(cfg: RegisterConfig, model_dir: Path, ev: EvaluateOutputs, gate
     return registry.register_version(client, card_args["registered_model"], info, run_id, tags, card_md)
 
 
+def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_dir: Path, cache: Path, out: Path,
+                    version: Any, client: Any, card_args: dict[str, Any], gate: Gate) -> str | None:
+    """Write the local and the logged review report of ``version`` and log the latter, unless it already has
+    one; return its sha256. Without a version (gate refused) only the local report is written."""
+    from medvit.evaluate.review import ReviewContext, render_review_report
+    from medvit.tracking import report
+
+    name = card_args["registered_model"]
+    logged = out / report.REPORT_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    if version is not None and report.report_sha256(version):  # unchanged: keeps the report it was logged with
+        with tempfile.TemporaryDirectory() as tmp:
+            logged.write_bytes(report.fetch_report(client, version, Path(tmp), logged).read_bytes())
+        return report.report_sha256(version)
+    runs = {"finetune": meta.get("run_id", ""), "register": version.run_id if version else ""}
+    lineage = {"git_commit": card_args["git_commit"], **{k: str(meta.get(k, "unknown")) for k in
+                                                        ("params_hash", "data_hash", "pipeline_id")},
+               **{f"{k} run id": v for k, v in runs.items()}}
+    number = str(version.version) if version else "none (the quality gate refused registration)"
+    links = report.run_links(client, runs) if client is not None else {}
+    ctx = ReviewContext(domain, name, number, params.register.intended_use, params.register.limitations, lineage, links,
+                        card_args["weights_sha256"], gate.summary())
+    ingest_report = cache / "report.json"
+    pixels = params.evaluate.upload_patient_pixels or domain != "medical"
+    local = report_dir / "review" / report.REPORT_NAME  # may hold medical images: never logged
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(render_review_report(report_dir, meta, ingest_report, replace(ctx, include_pixels=True)))
+    if version is None:
+        return None
+    logged.write_text(render_review_report(report_dir, meta, ingest_report, replace(ctx, include_pixels=pixels)))
+    return report.log_report(client, name, version, logged)
+
+
 def run(args: argparse.Namespace, params: Params) -> int:
     from medvit.evaluate.gate import apply_gate
     from medvit.evaluate.outputs import read_meta, read_outputs
@@ -89,6 +128,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     model_dir = Path(args.finetune or default_path("finetune", domain))
     report_dir = Path(args.report or default_path("report", domain))
     out = Path(args.out or default_path("registry", domain))
+    cache = Path(args.cache or default_path("cache", domain))
     meta = read_meta(model_dir)
     ev = read_outputs(report_dir, meta["label_names"])
     gate = apply_gate(ev.finetune, ev.baselines, cfg.min_auroc, cfg.min_margin)
@@ -121,9 +161,13 @@ def run(args: argparse.Namespace, params: Params) -> int:
                 version = _new_version(cfg, model_dir, ev, gate, card_args, run.run_id, client, thresholds_sha,
                                        Path(tmp))
             card_md = version.description
+            record["review_report_sha256"] = _review_reports(params, domain, meta, report_dir, cache, out, version,
+                                                             client, card_args, gate)
             record.update(version=str(version.version), aliases=list(version.aliases),
                           review_status=version.tags.get("review_status"), model_uri=f"models:/{name}/{version.version}")
             run.set_tags({"registered_version": version.version, "registration": record["status"]})
+        else:
+            _review_reports(params, domain, meta, report_dir, cache, out, None, None, card_args, gate)
         out.mkdir(parents=True, exist_ok=True)
         (out / "model_card.md").write_text(card_md or card.render_card(**card_args, onnx_opset=None))
         write_json_atomic(out / "registration.json", record)
