@@ -7,6 +7,7 @@ Usage::
     python benchmarks/ingest.py --n 100 --size 256 --keep /tmp/bench
     python benchmarks/ingest.py --parts readers --cxr-n 12 --j2k-n 4
     python benchmarks/ingest.py --parts bigearthnet --ben-n 2000 --repeats 3
+    python benchmarks/ingest.py --parts png --png-n 16 --repeats 3
 
 It writes ``--n`` uncompressed 16-bit CT-like DICOM files (``--size``
 square, with rescale and a header window), a 10x copy of them (hard links
@@ -43,6 +44,10 @@ BigEarthNet (issue 12, ``--parts bigearthnet``, ``benchmarks/_ingest_bigearthnet
 ``--ben-n`` patches of 12 small band files; ingest files/s on all cores against a bare
 rasterio read loop over the same files (>= 0.8x) and against 1 worker (>= 1.7x), all
 in one process, interleaved, best of ``--repeats``, worst printed.
+
+PNG (issue 12, ``--parts png``, ``benchmarks/_ingest_png.py``): ``--png-n`` 16-bit grey PNGs of
+``--big-rows`` x ``--big-cols``; ingest files/s on all cores against a bare ``cv2.imdecode`` loop
+(the decoder ingest uses) over the same files (>= 0.8x), in one process, interleaved, best of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _figures  # after the sys.path line: benchmarks/ is not a package
 from _ingest_bigearthnet import bigearthnet
+from _ingest_png import png
 
 _DRIVER = r"""
 import json, sys, time
@@ -383,9 +389,10 @@ def main() -> int:
     parser.add_argument("--factor", type=int, default=10, help="data multiplier for the RSS check")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; the best counts")
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
-    parser.add_argument("--parts", nargs="+", choices=("scaling", "readers", "bigearthnet"),
-                        default=["scaling", "readers", "bigearthnet"], help="what to measure (default: all)")
+    parser.add_argument("--parts", nargs="+", choices=("scaling", "readers", "bigearthnet", "png"),
+                        default=["scaling", "readers", "bigearthnet", "png"], help="what to measure (default: all)")
     parser.add_argument("--ben-n", type=int, default=20000, help="BigEarthNet patches (default: %(default)s)")
+    parser.add_argument("--png-n", type=int, default=48, help="16-bit PNG radiographs (default: %(default)s)")
     parser.add_argument("--cxr-n", type=int, default=24, help="uncompressed radiographs (default: %(default)s)")
     parser.add_argument("--j2k-n", type=int, default=4, help="JPEG 2000 radiographs (default: %(default)s)")
     parser.add_argument("--big-rows", type=int, default=3000, help="radiograph rows (default: %(default)s)")
@@ -412,6 +419,8 @@ def main() -> int:
             readers(args, work)
         if "bigearthnet" in args.parts:
             bigearthnet(args, work, cores)
+        if "png" in args.parts:
+            png(args, work, cores)
         return 0
     finally:
         if not args.keep:

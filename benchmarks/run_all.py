@@ -38,7 +38,7 @@ SCRIPTS = ("evaluate", "ingest", "train_step", "finetune_stage", "zeroshot")
 # Smaller sizes per script for --quick; every option exists in that script's argparse.
 QUICK_ARGS: dict[str, list[str]] = {
     "evaluate": ["--n-samples", "2000", "--n-resamples", "100", "--naive-resamples", "2"],
-    "ingest": ["--n", "24", "--size", "128", "--factor", "3", "--repeats", "1", "--ben-n", "200"],
+    "ingest": ["--n", "24", "--size", "128", "--factor", "3", "--repeats", "1", "--ben-n", "200", "--png-n", "16"],
     "train_step": ["--models", "deit3_small_patch16_384", "--img-size", "64", "--batch", "2", "--steps", "1"],
     "zeroshot": ["--n-images", "20", "--batch-size", "4", "--repeats", "1"],
     "finetune_stage": ["--train", "32", "--val", "16", "--test", "16", "--epochs", "1", "--steps", "2"],
