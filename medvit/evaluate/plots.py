@@ -203,6 +203,9 @@ def save_forest(table: pd.DataFrame, path: str | Path, min_auroc: float | None =
     ax.invert_yaxis()
     first = models[0] if models else ""
     ax.set(xlabel="test AUROC (macro)", xlim=(0, 1.02), title=f"AUROC per subgroup (* {first} flagged)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if subgroups:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:
+        ax.text(0.5, 0.5, "no subgroup column in the manifest", ha="center", transform=ax.transAxes)
     fig.savefig(path, dpi=110)
     return Path(path)
