@@ -13,9 +13,10 @@
 
 Files in ``reports/<d>/`` (stable names; the review report reads them):
 
-- ``metrics.json``: also ``test/subgroups``, ``test/subgroups_flagged`` and ``test/subgroups_without_interval``
-  (the fine-tuned model's rows of subgroups.csv), ``test/n_groups``, ``min_groups`` and ``test/ci_reliable`` (1, or 0 when the
-  test CIs come from fewer than ``evaluate.min_groups`` groups: unreliable, see ``intervals.json``);
+- ``metrics.json``: also ``test/subgroups``, ``test/subgroups_flagged`` and
+  ``test/subgroups_without_interval`` (the fine-tuned model's rows of subgroups.csv), ``test/n_groups``,
+  ``min_groups`` and ``test/ci_reliable`` (1, or 0 when the test CIs come from fewer than
+  ``evaluate.min_groups`` groups: unreliable, see ``intervals.json``);
 - ``intervals.json``: ``{"n_groups": G, "min_groups": m, "reliable": bool, "note": str}``: the one
   sentence every rendering uses for an unreliable interval;
 - ``subgroups.csv``: one row per (model, attribute, value), columns ``model, attribute, value, subgroup,

@@ -4,8 +4,9 @@ The fine-tuned model's test macro AUROC must reach ``min_auroc`` and beat the be
 baseline's by ``min_margin``, on intervals that rest on at least ``min_groups`` test
 groups (patients / scenes): evaluate records ``test/n_groups`` and ``min_groups`` in
 metrics.json, and fewer groups is missing evidence (``medvit.evaluate.intervals``),
-so the gate refuses and says why rather than passing on an interval that means nothing. No I/O and no MLflow here: the register stage reads
-the metrics (``evaluate.outputs``), applies the gate and records the outcome.
+so the gate refuses and says why rather than passing on an interval that means nothing.
+No I/O and no MLflow here: the register stage reads the metrics (``evaluate.outputs``),
+applies the gate and records the outcome.
 """
 
 from __future__ import annotations
