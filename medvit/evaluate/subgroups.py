@@ -28,7 +28,6 @@ not applied). Missing values are the subgroup ``unknown``.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Mapping, Sequence
 
@@ -39,8 +38,6 @@ from medvit.data.layout import UNKNOWN
 from medvit.evaluate.bootstrap import group_weights, percentile_ci
 from medvit.evaluate.intervals import interval_status
 from medvit.metrics import label_ranking_metrics, prevalence, threshold_metrics, valid_labels
-
-log = logging.getLogger(__name__)
 
 ROW_METRICS: tuple[str, ...] = ("auroc", "ap", "sensitivity", "specificity")
 NODATA_BUCKETS: tuple[tuple[float, str], ...] = ((0.0, "0"), (0.1, "0-0.1"), (0.25, "0.1-0.25"), (1.0, ">0.25"))
