@@ -136,3 +136,17 @@ def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_mo
     assert model.predict(rng.random((1, 3, 32, 32), dtype=np.float32))["error"][0].startswith("wrong channel count")
     with pytest.raises(mlflow.exceptions.MlflowException, match="binary column 'file'"):
         model.predict(pd.DataFrame({"image": [1.0]}))
+
+
+def test_a_model_without_preprocess_params_scores_tensors_and_says_so_for_files(
+    tmp_path: Path, tracking: str, make_model: Callable[..., dict], make_report: Callable[..., Path],
+    register: Callable[..., int],
+) -> None:
+    make_model()  # meta.json of a model fine-tuned before ingest wrote preprocess.json
+    make_report()
+    assert register() == 0
+    model = mlflow.pyfunc.load_model("models:/medvit-medical@candidate")
+    write_dicom(tmp_path / "ok.dcm", 1, 0)
+    out = model.predict(pd.DataFrame({"file": [(tmp_path / "ok.dcm").read_bytes()]}))
+    assert out["error"][0].startswith("this model version takes cache-scaled tensors only")
+    assert model.predict(np.random.default_rng(0).random((1, 1, 32, 32), dtype=np.float32))["error"][0] == ""
