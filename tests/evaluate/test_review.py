@@ -201,3 +201,40 @@ def test_weights_licence() -> None:
     assert weights_licence("timm/deit3_base_patch16_384.fb_in22k_ft_in1k").startswith("apache-2.0")
     assert weights_licence("none").startswith("none")
     assert weights_licence("local:/models/mine.safetensors").startswith("unknown: local:/models/mine.safetensors")
+
+
+def test_report_opens_in_headless_chromium(evaluated: dict[str, Path], tmp_path: Path) -> None:
+    """Debian's chromium driven by playwright: no console error, no broken image, no request leaving the file."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium not found: `apt-get install chromium` (.ci/run installs it)"
+    out = evaluated["out"]
+    (out / "failures").mkdir(exist_ok=True)
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(out / "failures" / "a_fn_1.png")
+    pd.DataFrame([{"label": EVIL, "kind": "false_negative", "rank": 1, "id": "p-9", "group": "g-9", "score": 0.2,
+                   "threshold": 0.5, "image": "a_fn_1.png"}]).to_csv(out / "failures" / "failures.csv", index=False)
+    path = tmp_path / "review_report.html"
+    path.write_text(render_review_report(out, {"weights": "random-init"}, None, _ctx(intended_use=EVIL)))
+    shot = tmp_path / "review_report.png"
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth])")
+            scripts = page.evaluate("document.querySelectorAll('script').length")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) >= 4 and all(width > 0 for _, width in images), images  # ROC, PR, reliability, overlay
+    assert any(alt.startswith(EVIL) for alt, _ in images)  # the escaped label came through as text
+    assert scripts == 0
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 1000
