@@ -132,7 +132,7 @@ class Preprocessor:
         domain: ``medical`` or ``satellite``.
         size: the cache's image side (``ingest.medical.image_size`` or ``ingest.satellite.tile_size``).
         dicom: ``ingest.medical`` decode params (``DicomOptions`` fields); empty for satellite.
-        bands: selected 1-based bands (satellite).
+        bands: selected bands, 1-based indexes or band names (satellite; ``ingest.satellite.bands``).
         scale: reflectance scale, None for the dtype default (satellite).
         stride: chip grid step (satellite).
         max_nodata_fraction: chips above it are dropped by ingest (satellite).
@@ -168,10 +168,6 @@ class Preprocessor:
                        max_nodata_fraction=s.max_nodata_fraction, fill=fill)
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
 
-    def with_stats(self, stats: Mapping[str, Any]) -> Preprocessor:
-        """This preprocessor with the train-split band mean of ``stats`` as the nodata fill (satellite)."""
-        return replace(self, fill=tuple(float(v) for v in stats["mean"])) if self.domain == "satellite" else self
-
     def with_model(self, img_size: int, mean: Sequence[float], std: Sequence[float],
                    interpolation: str = "bilinear") -> Preprocessor:
         """This preprocessor with the classifier's input transform (finetune's evaluation transform)."""
@@ -180,7 +176,7 @@ class Preprocessor:
                                     "interpolation": str(interpolation)})
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON params (the ``preprocess`` entry of stats.json and meta.json)."""
+        """Plain JSON params (the cache's ``preprocess.json``, the ``preprocess`` entry of meta.json)."""
         return {"format": FORMAT, **_plain(asdict(self))}
 
     @classmethod
