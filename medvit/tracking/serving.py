@@ -13,7 +13,8 @@ process, when the model loads:
 * an ``MlflowException`` (malformed JSON, an unknown input key, a request the
   model refuses) is answered with its status (4xx) and a one-line message, without
   the echoed request;
-* any other exception is a 500 with a one-line message, never a traceback.
+* any other exception is a 500 with a one-line message, never a traceback;
+* the NaN scores of error rows are written as JSON ``null`` (a bare ``NaN`` is not JSON).
 
 Nothing changes in a process that only loads the model (``pyfunc.load_model``).
 """
@@ -71,12 +72,17 @@ def guard_scoring_server() -> None:
             return answer(400, "BAD_REQUEST", "empty request body; send JSON with 'inputs' (a tensor) or "
                           "'dataframe_split' (a 'file' column)")
         try:
-            return original(data, content_type, model, input_schema)
+            result = original(data, content_type, model, input_schema)
         except MlflowException as err:
             return answer(err.get_http_status_code(), str(err.error_code), one_line(err.message))
         except Exception as err:  # noqa: BLE001 - a request must never get a traceback back
             log.error("scoring failed: %s", type(err).__name__)
             return answer(500, "INTERNAL_ERROR", f"scoring failed: {type(err).__name__}")
+        if result.status == 200 and "NaN" in result.response:
+            # Error rows hold NaN scores, which Python writes as a bare NaN token: not JSON (RFC 8259).
+            body = json.loads(result.response, parse_constant=lambda _: None)
+            return result._replace(response=json.dumps(body))
+        return result
 
     invocations.medvit_guard = True  # type: ignore[attr-defined]
     scoring_server.invocations = invocations

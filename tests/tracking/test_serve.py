@@ -45,13 +45,21 @@ def _rss(proc: object) -> int:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
 
+def _strict(text: bytes) -> dict:
+    """JSON as RFC 8259 has it: a bare NaN or Infinity token fails."""
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
     req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            return r.status, _strict(r.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, _strict(err.read())
 
 
 @pytest.mark.slow
@@ -75,7 +83,7 @@ def test_served_candidate_scores_dicom_bytes_and_answers_request_errors(
     np.testing.assert_allclose([rows[0][f"score:{n}"] for n in names], expected, atol=1e-5)
     assert [rows[0][f"label:{n}"] for n in names] == (expected >= np.array([0.2, 0.5, 0.8])).astype(int).tolist()
     assert rows[0]["model"] == "medvit-medical" and rows[0]["version"] == "1"
-    assert all(rows[k][f"label:{names[0]}"] == -1 for k in (1, 2))
+    assert all(rows[k][f"label:{names[0]}"] == -1 and rows[k][f"score:{names[0]}"] is None for k in (1, 2))
 
     # Today's tensor input still works: scores as the finetune classifier on the evaluation transform.
     images = np.random.default_rng(1).random((2, 1, 48, 48), dtype=np.float32)
