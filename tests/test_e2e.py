@@ -123,7 +123,8 @@ def test_every_stage_wrote_its_outputs(pipeline: tuple[Path, dict[str, str]]) ->
     repo, _ = pipeline
     for d in DOMAINS:
         report = json.loads((repo / "data" / "cache" / d / "report.json").read_text())
-        assert report["n_input"] == report["n_ingested"] + report["n_rejected"] and report["n_samples"] > 0
+        assert report["n_input"] == report["n_ingested"] + report["n_rejected"] + report["n_filtered"]
+        assert report["n_samples"] > 0
         ft = json.loads((repo / "models" / d / "metrics.json").read_text())
         assert "test/auroc_macro" in json.dumps(ft)
         assert (repo / "models" / d / "model.safetensors").stat().st_size > 0
