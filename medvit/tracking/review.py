@@ -29,14 +29,13 @@ from typing import Any
 from medvit.errors import UserError
 from medvit.tracking.identity import REVIEW_PERMISSION, Identity, require_permission, uses_server
 from medvit.tracking.registry import CHAMPION, PENDING, REGISTERED_BY, safe_uri
+from medvit.tracking.report import REPORT_SHA_TAG
 from medvit.tracking.runs import tracking_uri
 from medvit.weights import is_random_init
 
 APPROVED = "approved"
 REJECTED = "rejected"
 AUDIT_PREFIX = "review."
-AUDIT_FIELDS = ("user", "decision", "at", "note", "report_sha256", "champion")
-REPORT_SHA_TAG = "review_report_sha256"
 
 
 def utc_now() -> str:

@@ -108,7 +108,8 @@ def test_engineer_registers_and_reviewer_approves_with_report_sha(
     v1 = engineer.get_model_version(NAME, "1")
     assert v1.tags["registered_by"] == "engineer" and v1.tags["review_status"] == "pending"
     assert v1.run_id and engineer.get_run(v1.run_id).data.tags["stage"] == "register"
-    engineer.set_model_version_tag(NAME, "1", "review_report_sha256", "ab" * 32)  # as the report upload does
+    report_sha = v1.tags["review_report_sha256"]  # register logged the review report with the version
+    assert len(report_sha) == 64
     # The engineer (EDIT) is refused before anything is written, and told which permission is missing.
     assert _review("approve", "--version", "1", "--note", "looks good to me") == 2
     err = capsys.readouterr().err
@@ -123,7 +124,7 @@ def test_engineer_registers_and_reviewer_approves_with_report_sha(
     v1 = engineer.get_model_version(NAME, "1")
     assert v1.tags["review_status"] == "approved" and v1.tags["reviewer"] == "reviewer"
     [entry] = audit_trail(v1)
-    assert entry["user"] == "reviewer" and entry["decision"] == "approve" and entry["report_sha256"] == "ab" * 32
+    assert entry["user"] == "reviewer" and entry["decision"] == "approve" and entry["report_sha256"] == report_sha
     assert entry["note"] == "site read-out matches"
     assert not [e for e in audit_trail(engineer.get_model_version(NAME, "2")) if e["user"] == "engineer"]
 
