@@ -45,7 +45,9 @@ def test_approve_sets_tags_audit_and_champion(two_versions: MlflowClient, capsys
     assert client.get_model_version_by_alias(NAME, "champion").version in (1, "1")
     [entry] = audit_trail(v1)
     assert entry["decision"] == "approve" and entry["user"] == "unauthenticated:Dr Lee" and entry["at"].endswith("Z")
-    assert entry["report_sha256"] == "none" and entry["champion"] == "set"
+    # the review report register logged with the version (issue #14) is the one approved
+    assert entry["report_sha256"] == v1.tags["review_report_sha256"] and len(entry["report_sha256"]) == 64
+    assert entry["champion"] == "set"
     assert {k for k in v1.tags if k.startswith("review.")} == {f"review.{entry['id']}.{f}" for f in
                                                                ("user", "decision", "at", "note", "report_sha256",
                                                                 "champion")}
@@ -131,7 +133,9 @@ def test_refuses_to_approve_random_init_or_gate_failure(
 def test_list_without_a_registered_model_is_a_clear_error(tracking: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _review("list") == 2
     assert "'medvit-medical' not found" in capsys.readouterr().err
-    assert _review("show") == 2
+    assert _review("show") == 2  # without --version, show means the candidate: there is none
+    assert "has no 'candidate' version; pass --version N" in capsys.readouterr().err
+    assert _review("approve") == 2
     assert "needs --version" in capsys.readouterr().err
 
 
