@@ -148,7 +148,6 @@ def decode_image(data: bytes, *, min_side: int = 1) -> tuple[np.ndarray, ImageIn
     if pixels is None or pixels.shape[:2] != (header.height, header.width):
         raise ImageReject("image does not decode", f"truncated or corrupt {fmt}")
     unit = _to_unit(pixels, header)
-    np.clip(unit, 0.0, 1.0, out=unit)  # BT.601 weights sum to 1 only up to float32 rounding
     info = ImageInfo(format=fmt, width=header.width, height=header.height, bit_depth=header.bit_depth,
                      significant_bits=_significant_bits(header), colour=header.colour)
     return unit[None], info
@@ -261,9 +260,11 @@ def _to_unit(pixels: np.ndarray, header: _Header) -> np.ndarray:
     if len(set(colour_bits)) == 1:
         shift = decoded_bits - colour_bits[0]
         samples = np.right_shift(rgb, shift) if shift else rgb
-        return luma(samples, float(2 ** colour_bits[0] - 1))
-    channels = np.stack([_scaled(rgb[..., c], colour_bits[c], decoded_bits) for c in range(3)], axis=-1)
-    return luma(channels, 1.0)
+        grey = luma(samples, float(2 ** colour_bits[0] - 1))
+    else:
+        channels = np.stack([_scaled(rgb[..., c], colour_bits[c], decoded_bits) for c in range(3)], axis=-1)
+        grey = luma(channels, 1.0)
+    return np.clip(grey, 0.0, 1.0, out=grey)  # BT.601 weights sum to 1 only up to float32 rounding
 
 
 def _scaled(samples: np.ndarray, bits: int, decoded_bits: int) -> np.ndarray:
@@ -271,6 +272,6 @@ def _scaled(samples: np.ndarray, bits: int, decoded_bits: int) -> np.ndarray:
     shift = decoded_bits - bits
     if shift:
         samples = np.right_shift(samples, shift)
-    unit = samples.astype(np.float32)
-    np.divide(unit, np.float32(2**bits - 1), out=unit)
-    return unit
+    # One pass, no float32 copy before the division (bit-identical to astype, then divide). The
+    # result needs no clip: integers v <= 2**bits - 1 (exact in float32) divide to at most 1.0.
+    return np.divide(samples, np.float32(2**bits - 1), dtype=np.float32)
