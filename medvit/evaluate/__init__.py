@@ -9,7 +9,9 @@
 - ``intervals``: whether a CI rests on enough groups; ``analysis``: writes the files below for the stage;
 - ``plots``, ``figures``, ``attention``: plot data and figures;
 - ``provenance``: lineage tags and report notes;
-- ``outputs``: the one reader of what evaluate and finetune wrote; ``gate``: the quality gate (pure).
+- ``outputs``: the one reader of what evaluate and finetune wrote; ``gate``: the quality gate (pure);
+- ``review`` (template in ``review_template``): the self-contained HTML review report of a registered
+  version, built by the register stage from the files below.
 
 Files in ``reports/<d>/`` (stable names; the review report reads them):
 
