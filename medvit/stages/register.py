@@ -89,6 +89,7 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
     one; return its sha256. Without a version (gate refused) only the local report is written."""
     from medvit.evaluate.review import ReviewContext, render_review_report
     from medvit.tracking import report
+    from medvit.tracking.runs import experiment_name
 
     name = card_args["registered_model"]
     logged = out / report.REPORT_NAME
@@ -97,7 +98,10 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
         with tempfile.TemporaryDirectory() as tmp:
             logged.write_bytes(report.fetch_report(client, version, Path(tmp), logged).read_bytes())
         return report.report_sha256(version)
-    runs = {"finetune": meta.get("run_id", ""), "register": version.run_id if version else ""}
+    runs = {"finetune": str(meta.get("run_id") or "")}
+    if client is not None:
+        runs.update(report.upstream_runs(client, runs["finetune"], experiment_name(domain)))
+    runs["register"] = version.run_id if version else ""
     lineage = {"git_commit": card_args["git_commit"], **{k: str(meta.get(k, "unknown")) for k in
                                                         ("params_hash", "data_hash", "pipeline_id")},
                **{f"{k} run id": v for k, v in runs.items()}}

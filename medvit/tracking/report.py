@@ -57,6 +57,22 @@ def run_links(client: Any, run_ids: Mapping[str, str]) -> dict[str, str]:
     return links
 
 
+def upstream_runs(client: Any, finetune_run_id: str, experiment_name: str) -> dict[str, str]:
+    """The newest evaluate run that compared ``finetune_run_id``, and the zeroshot run it names (may be empty)."""
+    if not finetune_run_id:
+        return {}
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        runs = client.search_runs(
+            [experiment.experiment_id], f"tags.stage = 'evaluate' and tags.finetune_run_id = '{finetune_run_id}'",
+            order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+    except Exception:  # lineage links are a convenience: a store without them still gets its report
+        return {}
+    if not runs:
+        return {}
+    return {"evaluate": runs[0].info.run_id, "zeroshot": runs[0].data.tags.get("zeroshot_run_id", "")}
+
+
 def log_report(client: Any, name: str, version: Any, path: Path) -> str:
     """Log ``path`` with the version's run, tag its sha256 and artifact path on the version; return the sha256.
 

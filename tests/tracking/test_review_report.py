@@ -43,9 +43,14 @@ def registered(tracking: str, make_model: Callable[..., dict[str, Any]], make_re
     (cache / "report.json").write_text(json.dumps({
         "n_input": 50, "n_ingested": 48, "n_rejected": 2, "deid": {"key_source": "env:MEDVIT_DEID_KEY",
                                                                   "sources_pseudonymised": 48}}))
+    # the evaluate run that compared the fine-tuned model (TINY_META's run id) and names its zeroshot run
+    client = registry.client()
+    experiment = client.create_experiment(NAME, artifact_location=(tmp_path / "artifacts").as_uri())
+    evaluate = client.create_run(experiment, tags={"stage": "evaluate", "finetune_run_id": "finetune-run",
+                                                   "zeroshot_run_id": "zs-run-1"}).info.run_id
     assert register(intended_use="Chest X-ray triage <research>", limitations="Tiny test set") == 0
-    version = registry.client().get_model_version(NAME, "1")
-    return {"version": version, "overlay": overlay, "logged": tmp_path / "registry" / "review_report.html",
+    version = client.get_model_version(NAME, "1")
+    return {"version": version, "evaluate": evaluate, "overlay": overlay, "logged": tmp_path / "registry" / "review_report.html",
             "local": report_dir / "review" / "review_report.html"}
 
 
@@ -61,7 +66,9 @@ def test_report_logged_with_the_version_and_its_sha256(registered: dict[str, Any
     page = logged.read_text()
     assert f"{NAME} version 1" in page and "Chest X-ray triage &lt;research&gt;" in page
     assert "env:MEDVIT_DEID_KEY" in page and "48" in page
-    assert f"run {v.run_id}" in page  # lineage: the register run that created the version
+    # lineage: the register run that created the version, the evaluate run found by the finetune run id
+    assert f"register run id</th><td>{v.run_id}" in page and f"run {v.run_id} (experiment" in page
+    assert f"evaluate run id</th><td>{registered['evaluate']}" in page and "zeroshot run id</th><td>zs-run-1" in page
     # medical pixels: in the local copy only (evaluate.upload_patient_pixels is false by default)
     assert registered["overlay"] not in page and "medical images withheld" in page
     assert registered["overlay"] in registered["local"].read_text()
