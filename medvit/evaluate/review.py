@@ -129,7 +129,7 @@ def _intervals(report_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
         return {"known": True, "reliable": bool(data["reliable"]), "note": str(data.get("note", ""))}
     if "test/ci_reliable" in metrics:
         reliable = bool(metrics["test/ci_reliable"])
-        note = (f"{'reliable' if reliable else 'UNRELIABLE'}: test CIs from {_fmt(metrics.get('test/n_groups'))} "
+        note = (f"{'Reliable' if reliable else 'Unreliable'} intervals: test CIs from {_fmt(metrics.get('test/n_groups'))} "
                 f"groups (evaluate.min_groups = {_fmt(metrics.get('min_groups'))})")
         return {"known": True, "reliable": reliable, "note": note}
     return {"known": False, "reliable": True, "note": _missing(report_dir / "intervals.json")}
@@ -144,7 +144,7 @@ def _metrics_rows(finetune: Mapping[str, Any]) -> list[list[str]]:
             rows.append([f"{TITLES.get(name, name)} ({avg})", _fmt(finetune[key]), _ci(finetune, key)])
     for k in ("n_samples", "n_groups", "n_unknown", "n_labels_skipped"):
         if f"test/{k}" in finetune:
-            rows.append([k.replace("_", " "), _fmt(finetune[f"test/{k}"]), ""])
+            rows.append([k.replace("_", " "), _fmt(int(finetune[f"test/{k}"])), ""])
     return rows
 
 

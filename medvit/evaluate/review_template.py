@@ -16,7 +16,8 @@ img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em
 </style></head><body>
 {% macro na(text) %}<p class="na">{{ text }}</p>{% endmacro %}
 {% macro table(columns, rows) %}<table><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% endmacro %}
+<tbody>{% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% else %}<tr><td colspan="{{ columns|length }}">
+(no rows)</td></tr>{% endfor %}</tbody></table>{% endmacro %}
 {% macro figure(f) %}{% if f.uri %}<figure><img src="{{ f.uri }}" alt="{{ f.caption }}"><figcaption>{{ f.caption }}
 </figcaption></figure>{% else %}{{ na(f.caption ~ ': ' ~ f.missing) }}{% endif %}{% endmacro %}
 <h1>{{ title }}</h1>
@@ -39,7 +40,7 @@ this version cannot be approved.</p>{% endif %}
 {% if prevalence.missing %}{{ na(prevalence.missing) }}{% else %}{{ table(prevalence.columns, prevalence.rows) }}{% endif %}
 
 <h2 id="metrics">Test metrics with confidence intervals</h2>
-{% if intervals.known and not intervals.reliable %}<p class="warn unreliable">Unreliable intervals: {{ intervals.note }}</p>
+{% if intervals.known and not intervals.reliable %}<p class="warn unreliable">{{ intervals.note }}</p>
 {% elif intervals.known %}<p>Intervals: {{ intervals.note }}</p>{% else %}{{ na("interval reliability " ~ intervals.note) }}{% endif %}
 {% if metrics.missing %}{{ na(metrics.missing) }}{% else %}
 <table><thead><tr><th>metric</th><th>value</th><th>CI</th></tr></thead><tbody>
@@ -56,6 +57,7 @@ not intervals.reliable %} <span class="unreliable">(unreliable)</span>{% endif %
 <table><thead><tr>{% for c in subgroups.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>
 {% for r in subgroups.rows %}<tr{% if r.flagged %} class="flagged"{% endif %}>{% for c in r.cells %}
 <td{% if r.unreliable and loop.index0 == 13 %} class="unreliable"{% endif %}>{{ c }}</td>{% endfor %}</tr>
+{% else %}<tr><td colspan="{{ subgroups.columns|length }}">(no rows: no subgroup column in the manifest)</td></tr>
 {% endfor %}</tbody></table>{% endif %}
 {{ figure(forest) }}
 

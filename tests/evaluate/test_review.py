@@ -96,6 +96,7 @@ def test_report_from_a_real_evaluation(evaluated: dict[str, Path]) -> None:
     assert "Intended use. Triage research demo." in text and "Limitations. Synthetic data only." in text
     assert "git_commit c0ffee" in text and "pipeline_id pid1" in text and 'href="http://127.0.0.1:5000/' in page
     assert "licence apache-2.0" in text
+    assert f"n samples {metrics['test/n_samples']:.0f} " in text and f"n groups {metrics['test/n_groups']:.0f} " in text
     assert "not available: no ingest report.json given to the register stage" in text
     # every issue #14 section is there: filled from evaluate's file, or "not available" naming it
     for name, section in ISSUE_FILES.items():
@@ -125,7 +126,7 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
 
     # the same report once the files exist (layouts of medvit/evaluate/__init__.py)
     (out / "intervals.json").write_text(json.dumps({"n_groups": 2, "min_groups": 10, "reliable": False,
-                                                    "note": "test CIs from 2 groups (< evaluate.min_groups = 10)"}))
+                                                    "note": "Unreliable intervals: test CIs from 2 groups (< evaluate.min_groups = 10)"}))
     pd.DataFrame([
         {"model": "finetune", "attribute": "sex", "value": "F", "subgroup": "sex=F", "n": 40, "groups": 20,
          "prevalence": 0.3, "auroc": 0.71, "auroc_ci_low": 0.6, "auroc_ci_high": 0.8, "auroc_diff": -0.15,
@@ -151,6 +152,7 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
     assert "not available" not in text.split("Data sources")[1].split("Calibration")[0].replace(
         "not available: no ingest", "")
     assert "Unreliable intervals: test CIs from 2 groups (< evaluate.min_groups = 10)" in text
+    assert "Unreliable intervals: Unreliable" not in text
     assert "(unreliable)" in text
     assert "1 subgroup row(s) flagged" in text and 'class="flagged"' in page
     assert "sex F 40 20 0.300 0.710 [0.600, 0.800]" in text and "difference CI excludes 0" in text
