@@ -72,10 +72,8 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     for k in range(c):
         plane = np.ascontiguousarray(image[k], dtype=np.float32)
         if kh > 1 or kw > 1:
-            if ph or pw:
-                plane = cv2.copyMakeBorder(plane, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
             # Integer factors take OpenCV's exact block-average path for INTER_AREA.
-            plane = cv2.resize(plane, ((w + pw) // kw, (h + ph) // kh), interpolation=cv2.INTER_AREA)
+            plane = _block_average(plane, kh, kw, ph, pw)
         if ph or pw:
             # The last block holds repeated edge pixels: map output pixel centres onto the
             # h / kh x w / kw of real content, not onto the padded block grid.
@@ -87,6 +85,30 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
             plane = cv2.resize(plane, (nw, nh), interpolation=cv2.INTER_LINEAR)
         out[k, top:top + nh, left:left + nw] = plane
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _block_average(plane: np.ndarray, kh: int, kw: int, ph: int, pw: int) -> np.ndarray:
+    """INTER_AREA kh x kw block means of ``plane`` padded by ``ph`` rows, ``pw`` columns of repeated edges.
+
+    Bit for bit as padding the whole plane (``cv2.copyMakeBorder``), but only the last partial block row
+    and column are padded: copying the plane was ~3 % of a 2,500 x 3,000 radiograph's ingest CPU time.
+    """
+    h, w = plane.shape
+    if (kh, kw) == (2, 2):  # OpenCV's SIMD 2 x 2 path sums in another order than its tail: keep one width
+        if ph or pw:
+            plane = cv2.copyMakeBorder(plane, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        return cv2.resize(plane, ((w + pw) // kw, (h + ph) // kh), interpolation=cv2.INTER_AREA)
+    h0, w0 = h - (kh - ph if ph else 0), w - (kw - pw if pw else 0)  # the whole blocks (>= 1 each way)
+    m, n = h0 // kh, w0 // kw
+    out = np.empty(((h + ph) // kh, (w + pw) // kw), np.float32)
+    out[:m, :n] = cv2.resize(plane[:h0, :w0], (n, m), interpolation=cv2.INTER_AREA)
+    if pw:
+        right = cv2.copyMakeBorder(plane[:h0, w0:], 0, 0, 0, pw, cv2.BORDER_REPLICATE)
+        out[:m, n:] = cv2.resize(right, (1, m), interpolation=cv2.INTER_AREA)
+    if ph:
+        bottom = cv2.copyMakeBorder(plane[h0:], 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        out[m:] = cv2.resize(bottom, (out.shape[1], 1), interpolation=cv2.INTER_AREA)
+    return out
 
 
 @dataclass(frozen=True)
