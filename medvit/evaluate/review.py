@@ -129,7 +129,8 @@ def _intervals(report_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
         return {"known": True, "reliable": bool(data["reliable"]), "note": str(data.get("note", ""))}
     if "test/ci_reliable" in metrics:
         reliable = bool(metrics["test/ci_reliable"])
-        note = (f"{'Reliable' if reliable else 'Unreliable'} intervals: test CIs from {_fmt(metrics.get('test/n_groups'))} "
+        note = (f"{'Reliable' if reliable else 'Unreliable'} intervals: test CIs from "
+                f"{_fmt(metrics.get('test/n_groups'))} "
                 f"groups (evaluate.min_groups = {_fmt(metrics.get('min_groups'))})")
         return {"known": True, "reliable": reliable, "note": note}
     return {"known": False, "reliable": True, "note": _missing(report_dir / "intervals.json")}

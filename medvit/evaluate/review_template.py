@@ -16,8 +16,10 @@ img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em
 </style></head><body>
 {% macro na(text) %}<p class="na">{{ text }}</p>{% endmacro %}
 {% macro table(columns, rows) %}<table><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% else %}<tr><td colspan="{{ columns|length }}">
-(no rows)</td></tr>{% endfor %}</tbody></table>{% endmacro %}
+<tbody>{% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>
+{% else %}<tr><td colspan="{{ columns|length }}">(no rows)</td></tr>{% endfor %}</tbody></table>{% endmacro %}
+{% macro csv_table(t) %}{% if t.missing %}{{ na(t.missing) }}{% else %}{{ table(t.columns, t.rows) }}{% endif %}
+{% endmacro %}
 {% macro figure(f) %}{% if f.uri %}<figure><img src="{{ f.uri }}" alt="{{ f.caption }}"><figcaption>{{ f.caption }}
 </figcaption></figure>{% else %}{{ na(f.caption ~ ': ' ~ f.missing) }}{% endif %}{% endmacro %}
 <h1>{{ title }}</h1>
@@ -32,23 +34,25 @@ this version cannot be approved.</p>{% endif %}
 <h2 id="data">Data sources and de-identification</h2>
 {% if data.missing %}{{ na(data.missing) }}{% else %}{{ table(["ingest", "value"], data.rows) }}{% endif %}
 <h3>De-identification</h3>
-{% if data.deid %}{{ table(["item", "value"], data.deid) }}{% else %}{{ na(data.deid_missing or data.missing) }}{% endif %}
+{% if data.deid %}{{ table(["item", "value"], data.deid) }}
+{% else %}{{ na(data.deid_missing or data.missing) }}{% endif %}
 
 <h2 id="demographics">Demographics per split</h2>
-{% if demographics.missing %}{{ na(demographics.missing) }}{% else %}{{ table(demographics.columns, demographics.rows) }}{% endif %}
+{{ csv_table(demographics) }}
 <h3>Label prevalence per split</h3>
-{% if prevalence.missing %}{{ na(prevalence.missing) }}{% else %}{{ table(prevalence.columns, prevalence.rows) }}{% endif %}
+{{ csv_table(prevalence) }}
 
 <h2 id="metrics">Test metrics with confidence intervals</h2>
 {% if intervals.known and not intervals.reliable %}<p class="warn unreliable">{{ intervals.note }}</p>
-{% elif intervals.known %}<p>Intervals: {{ intervals.note }}</p>{% else %}{{ na("interval reliability " ~ intervals.note) }}{% endif %}
+{% elif intervals.known %}<p>Intervals: {{ intervals.note }}</p>
+{% else %}{{ na("interval reliability " ~ intervals.note) }}{% endif %}
 {% if metrics.missing %}{{ na(metrics.missing) }}{% else %}
 <table><thead><tr><th>metric</th><th>value</th><th>CI</th></tr></thead><tbody>
 {% for r in metrics.rows %}<tr><td>{{ r[0] }}</td><td>{{ r[1] }}</td><td>{{ r[2] }}{% if r[2] and intervals.known and
 not intervals.reliable %} <span class="unreliable">(unreliable)</span>{% endif %}</td></tr>{% endfor %}
 </tbody></table>{% endif %}
 <h3>Per label</h3>
-{% if per_label.missing %}{{ na(per_label.missing) }}{% else %}{{ table(per_label.columns, per_label.rows) }}{% endif %}
+{{ csv_table(per_label) }}
 {% for f in curves %}{{ figure(f) }}{% endfor %}
 
 <h2 id="subgroups">Subgroups</h2>
@@ -68,7 +72,8 @@ not intervals.reliable %} <span class="unreliable">(unreliable)</span>{% endif %
 <h2 id="baselines">Baselines and paired differences</h2>
 {% if baselines.missing %}{{ na(baselines.missing) }}{% else %}
 <p>Differences are fine-tuned minus baseline on the same test images (paired group bootstrap).</p>
-{{ table(["baseline", "metric", "baseline value", "CI", "fine-tuned minus baseline", "difference CI"], baselines.rows) }}
+{{ table(["baseline", "metric", "baseline value", "CI", "fine-tuned minus baseline", "difference CI"],
+         baselines.rows) }}
 {% endif %}
 
 <h2 id="failures">Failure cases</h2>
@@ -82,7 +87,8 @@ id {{ c.id }} (group {{ c.group }}), score {{ c.score }} vs threshold {{ c.thres
 
 <h2 id="lineage">Lineage</h2>
 <table><tbody>{% for k, v in ctx.lineage.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
-{% for k, v in ctx.run_links.items() %}<tr><th>{{ k }} run</th><td>{% if v.startswith("http") %}<a href="{{ v }}">{{ v }}</a>{% else %}{{ v }}{% endif %}</td></tr>{% endfor %}
+{% for k, v in ctx.run_links.items() %}<tr><th>{{ k }} run</th>
+<td>{% if v.startswith("http") %}<a href="{{ v }}">{{ v }}</a>{% else %}{{ v }}{% endif %}</td></tr>{% endfor %}
 </tbody></table>
 
 <h2 id="weights">Weights provenance and licence</h2>

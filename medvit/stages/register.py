@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune", default=None, help="finetune output folder (default: per --domain)")
     parser.add_argument("--report", default=None, help="evaluate output folder (default: per --domain)")
-    parser.add_argument("--cache", default=None, help="ingest cache folder, for its report.json (default: per --domain)")
+    parser.add_argument("--cache", default=None,
+                        help="ingest cache folder, for its report.json (default: per --domain)")
     parser.add_argument("--out", default=None, help="folder for the registration record (default: per --domain)")
 
 

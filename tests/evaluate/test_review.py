@@ -125,8 +125,9 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
     assert "NOT PRETRAINED" in text and "licence none (random initialisation" in text
 
     # the same report once the files exist (layouts of medvit/evaluate/__init__.py)
+    note = "Unreliable intervals: test CIs from 2 groups (< evaluate.min_groups = 10)"
     (out / "intervals.json").write_text(json.dumps({"n_groups": 2, "min_groups": 10, "reliable": False,
-                                                    "note": "Unreliable intervals: test CIs from 2 groups (< evaluate.min_groups = 10)"}))
+                                                    "note": note}))
     pd.DataFrame([
         {"model": "finetune", "attribute": "sex", "value": "F", "subgroup": "sex=F", "n": 40, "groups": 20,
          "prevalence": 0.3, "auroc": 0.71, "auroc_ci_low": 0.6, "auroc_ci_high": 0.8, "auroc_diff": -0.15,

@@ -50,7 +50,8 @@ def registered(tracking: str, make_model: Callable[..., dict[str, Any]], make_re
                                                    "zeroshot_run_id": "zs-run-1"}).info.run_id
     assert register(intended_use="Chest X-ray triage <research>", limitations="Tiny test set") == 0
     version = client.get_model_version(NAME, "1")
-    return {"version": version, "evaluate": evaluate, "overlay": overlay, "logged": tmp_path / "registry" / "review_report.html",
+    return {"version": version, "evaluate": evaluate, "overlay": overlay,
+            "logged": tmp_path / "registry" / "review_report.html",
             "local": report_dir / "review" / "review_report.html"}
 
 
