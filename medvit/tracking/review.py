@@ -144,16 +144,19 @@ def self_approval(version: Any, who: Identity, allow_self_approval: bool) -> str
                     "so segregation of duties cannot be checked")
         return None
     if registered_by == who.user and not allow_self_approval:
-        how = "" if who.authenticated else " (on the embedded store, --allow-self-approval permits it)"
+        how = "" if uses_server() else " (on the embedded store, --allow-self-approval permits it)"
         return f"version {version.version} was registered by {who.user}, who cannot also approve it{how}"
     return None
 
 
-def _decide(client: Any, name: str, v: Any, who: Identity, note: str, status: str, **extra: str) -> None:
-    _append_entry(client, name, str(v.version), {"user": who.user, "decision": extra.pop("decision", status),
-                                                 "at": utc_now(), "note": note, **extra})
+def _decide(client: Any, name: str, v: Any, who: Identity, note: str, status: str, decision: str,
+            **fields: str) -> None:
+    """One audit entry, then the latest-decision tags (upserts: the trail is the record)."""
+    now = utc_now()
+    _append_entry(client, name, str(v.version), {"user": who.user, "decision": decision, "at": now, "note": note,
+                                                 **fields})
     for key, value in (("review_status", status), ("reviewer", who.user), ("review_note", note),
-                       ("reviewed_at", utc_now())):
+                       ("reviewed_at", now)):
         client.set_model_version_tag(name, str(v.version), key, value)
 
 
@@ -184,9 +187,14 @@ def approve(client: Any, name: str, version: int | str, who: Identity, note: str
         previous = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet
         previous = None
-    _decide(client, name, v, who, note, APPROVED, decision="approve",
-            report_sha256=v.tags.get(REPORT_SHA_TAG, "none"),
-            champion=f"moved from version {previous.version}" if previous else "set")
+    if previous is None:
+        champion = "set"
+    elif str(previous.version) == str(v.version):
+        champion = "kept"
+    else:
+        champion = f"moved from version {previous.version}"
+    _decide(client, name, v, who, note, APPROVED, "approve", report_sha256=v.tags.get(REPORT_SHA_TAG, "none"),
+            champion=champion)
     client.set_registered_model_alias(name, CHAMPION, str(v.version))
     if previous is not None and str(previous.version) != str(v.version):
         _append_entry(client, name, str(previous.version),
@@ -205,8 +213,7 @@ def reject(client: Any, name: str, version: int | str, who: Identity, note: str 
     check_reviewer(name, who, "reject")
     v = get_version(client, name, version)
     was_champion = CHAMPION in (v.aliases or [])
-    _decide(client, name, v, who, note, REJECTED, decision="reject",
-            report_sha256=v.tags.get(REPORT_SHA_TAG, "none"), champion="removed" if was_champion else "none")
+    _decide(client, name, v, who, note, REJECTED, "reject", report_sha256=v.tags.get(REPORT_SHA_TAG, "none"), champion="removed" if was_champion else "none")
     if was_champion:
         client.delete_registered_model_alias(name, CHAMPION)
     return get_version(client, name, v.version)
