@@ -32,7 +32,9 @@ from medvit.metrics import METRICS, summary_names
 from medvit.weights import is_random_init
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TITLES = {m.name: m.title.format(spec=0.9) if "{" in m.title else m.title for m in METRICS}
+TITLES = {m.name: m.title.replace("{spec:g}", "fixed spec") for m in METRICS}  # evaluate.fixed_specificity
+TEXT_COLUMNS = ("model", "label", "split", "attribute", "value")  # shown as written (a value "1" stays "1")
+COUNT_COLUMNS = ("n", "n_known", "positives", "count", "groups", "rank")  # integers; other numbers are fractions
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,10 @@ def _read_csv(path: Path) -> list[dict[str, str]] | None:
         return None
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def _fmt(v: Any, digits: int = 3, fraction: bool = False) -> str:
     if isinstance(v, str):  # a CSV cell: an integer stays one ("40"), a fraction gets digits
         try:
-            v = int(v) if v.strip().lstrip("-").isdigit() else float(v)
+            v = int(v) if v.strip().lstrip("-").isdigit() and not fraction else float(v)
         except ValueError:
             return v
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -88,7 +90,7 @@ def _ci(values: Mapping[str, Any], key: str) -> str:
     lo, hi = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
     if lo in (None, "") or hi in (None, ""):
         return ""
-    return f"[{_fmt(lo)}, {_fmt(hi)}]"
+    return f"[{_fmt(lo, fraction=True)}, {_fmt(hi, fraction=True)}]"
 
 
 def png_data_uri(path: Path) -> str | None:
@@ -163,7 +165,9 @@ def _table(rows: list[dict[str, str]] | None, path: Path, columns: list[str]) ->
     if rows is None:
         return {"missing": _missing(path), "columns": [], "rows": []}
     cols = [c for c in columns if rows and c in rows[0]] or (list(rows[0]) if rows else columns)
-    return {"missing": None, "columns": cols, "rows": [[_fmt(r.get(c, "")) for c in cols] for r in rows]}
+    return {"missing": None, "columns": cols,
+            "rows": [[r.get(c, "") if c in TEXT_COLUMNS else _fmt(r.get(c, ""), fraction=c not in COUNT_COLUMNS)
+                      for c in cols] for r in rows]}
 
 
 def _subgroups(report_dir: Path) -> dict[str, Any]:
@@ -177,9 +181,11 @@ def _subgroups(report_dir: Path) -> dict[str, Any]:
     for r in rows:
         flagged = str(r.get("flagged", "0")).strip() in ("1", "True", "true")
         out.append({"cells": [r.get("model", ""), r.get("attribute", ""), r.get("value", ""), _fmt(r.get("n", "")),
-                              _fmt(r.get("groups", "")), _fmt(r.get("prevalence", "")), _fmt(r.get("auroc", "")),
-                              _ci(r, "auroc"), _fmt(r.get("ap", "")), _fmt(r.get("sensitivity", "")),
-                              _fmt(r.get("specificity", "")), _fmt(r.get("auroc_diff", "")), _ci(r, "auroc_diff"),
+                              _fmt(r.get("groups", "")), *(_fmt(r.get(k, ""), fraction=True) for k in
+                                                             ("prevalence", "auroc")),
+                              _ci(r, "auroc"), *(_fmt(r.get(k, ""), fraction=True) for k in
+                                                 ("ap", "sensitivity", "specificity", "auroc_diff")),
+                              _ci(r, "auroc_diff"),
                               r.get("interval", ""), r.get("flag_reason", "") if flagged else ""],
                     "flagged": flagged, "unreliable": r.get("interval", "ok") not in ("ok", "")})
     return {"missing": None, "columns": columns, "rows": out, "flags": sum(r["flagged"] for r in out)}

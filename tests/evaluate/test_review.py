@@ -137,8 +137,9 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
          "prevalence": 0.5, "auroc": 0.9, "auroc_ci_low": None, "auroc_ci_high": None, "auroc_diff": 0.02,
          "interval": "too few groups for an interval (3 groups)", "flagged": 0, "flag_reason": ""},
     ]).to_csv(out / "subgroups.csv", index=False)
-    pd.DataFrame([{"split": "test", "attribute": "sex", "value": "F", "count": 40, "fraction": 0.5}]).to_csv(
-        out / "demographics.csv", index=False)
+    pd.DataFrame([{"split": "test", "attribute": "sex", "value": "F", "count": 40, "fraction": 0.5},
+                  {"split": "test", "attribute": "view", "value": "1", "count": 40, "fraction": 1.0}]).to_csv(
+        out / "demographics.csv", index=False, float_format="%.6g")  # evaluate's format: 1.0 is written "1"
     pd.DataFrame([{"split": "train", "label": "a", "n": 80, "n_known": 78, "positives": 20, "prevalence": 0.2564}]
                  ).to_csv(out / "label_prevalence.csv", index=False)
     shutil.copy(out / "figures" / "roc.png", out / "figures" / "subgroups_forest.png")
@@ -158,7 +159,7 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
     assert "1 subgroup row(s) flagged" in text and 'class="flagged"' in page
     assert "sex F 40 20 0.300 0.710 [0.600, 0.800]" in text and "difference CI excludes 0" in text
     assert "too few groups for an interval (3 groups)" in text
-    assert "test sex F 40 0.500" in text and "train a 80 78 20 0.256" in text
+    assert "test sex F 40 0.500" in text and "test view 1 40 1.000" in text and "train a 80 78 20 0.256" in text
     forest = (out / "figures" / "subgroups_forest.png").read_bytes()
     assert base64.b64encode(forest).decode() in page
     assert "false positive #1" in text and "id p-3c4d (group g-78)" in text and "no overlay drawn" in text
