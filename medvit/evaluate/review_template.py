@@ -72,8 +72,11 @@ not intervals.reliable %} <span class="unreliable">(unreliable)</span>{% endif %
 <h2 id="baselines">Baselines and paired differences</h2>
 {% if baselines.missing %}{{ na(baselines.missing) }}{% else %}
 <p>Differences are fine-tuned minus baseline on the same test images (paired group bootstrap).</p>
-{{ table(["baseline", "metric", "baseline value", "CI", "fine-tuned minus baseline", "difference CI"],
-         baselines.rows) }}
+{% set mark = intervals.known and not intervals.reliable %}
+<table><thead><tr><th>baseline</th><th>metric</th><th>baseline value</th><th>CI</th>
+<th>fine-tuned minus baseline</th><th>difference CI</th></tr></thead><tbody>
+{% for r in baselines.rows %}<tr>{% for c in r %}<td>{{ c }}{% if c and mark and loop.index0 in (3, 5) %}
+ <span class="unreliable">(unreliable)</span>{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
 {% endif %}
 
 <h2 id="failures">Failure cases</h2>

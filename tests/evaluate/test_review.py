@@ -156,6 +156,9 @@ def test_missing_issue_files_say_not_available_and_fill_in(evaluated: dict[str, 
     assert "Unreliable intervals: test CIs from 2 groups (< evaluate.min_groups = 10)" in text
     assert "Unreliable intervals: Unreliable" not in text
     assert "(unreliable)" in text
+    diff_ci = re.search(r"fine-tuned minus baseline difference CI clip_zeroshot auroc_macro .*?\]( \(unreliable\))?"
+                        r" [-0-9.]+ \[[-0-9., ]+\] \(unreliable\)", text)
+    assert diff_ci, "baseline and paired-difference CIs carry the unreliable marking"
     assert "1 subgroup row(s) flagged" in text and 'class="flagged"' in page
     assert "sex F 40 20 0.300 0.710 [0.600, 0.800]" in text and "difference CI excludes 0" in text
     assert "too few groups for an interval (3 groups)" in text
