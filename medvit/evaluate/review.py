@@ -51,6 +51,7 @@ class ReviewContext:
     weights_sha256: str = ""
     gate: str = ""
     include_pixels: bool = False  # may medical images appear (failure-case gallery)
+    baseline_weights: Mapping[str, str] = field(default_factory=dict)  # baseline -> weights (evaluate's tags)
 
 
 def _missing(path: Path, stage: str = "evaluate") -> str:
@@ -272,7 +273,8 @@ def render_review_report(report_dir: Path, model_meta: Mapping[str, Any], ingest
         "curves": [_figure(figures / "roc.png", "ROC (test)"), _figure(figures / "pr.png", "Precision-recall (test)")],
         "failures": _failures(report_dir, ctx),
         "weights": {"reference": weights, "random_init": is_random_init(weights), "licence": weights_licence(weights),
-                    "sha256": ctx.weights_sha256 or "unknown", "model": str(model_meta.get("model", "unknown"))},
+                    "sha256": ctx.weights_sha256 or "unknown", "model": str(model_meta.get("model", "unknown")),
+                    "baselines": [[b, w, weights_licence(w)] for b, w in ctx.baseline_weights.items()]},
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.from_string(TEMPLATE).render(**values)

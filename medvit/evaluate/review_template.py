@@ -99,5 +99,8 @@ id {{ c.id }} (group {{ c.group }}), score {{ c.score }} vs threshold {{ c.thres
 <tr><th>initial weights</th><td>{{ weights.reference }}</td></tr>
 <tr><th>licence</th><td>{{ weights.licence }}</td></tr>
 <tr><th>fine-tuned weights sha256</th><td>{{ weights.sha256 }}</td></tr></tbody></table>
+<h3>Baselines' weights</h3>
+{% if weights.baselines %}{{ table(["baseline", "weights", "licence"], weights.baselines) }}
+{% else %}{{ na("not available: no evaluate run of this fine-tuned model in the tracking store") }}{% endif %}
 </body></html>
 """

@@ -99,9 +99,10 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
         with tempfile.TemporaryDirectory() as tmp:
             logged.write_bytes(report.fetch_report(client, version, Path(tmp), logged).read_bytes())
         return report.report_sha256(version)
-    runs = {"finetune": str(meta.get("run_id") or "")}
+    runs, baseline_weights = {"finetune": str(meta.get("run_id") or "")}, {}
     if client is not None:
-        runs.update(report.upstream_runs(client, runs["finetune"], experiment_name(domain)))
+        upstream, baseline_weights = report.upstream_runs(client, runs["finetune"], experiment_name(domain))
+        runs.update(upstream)
     runs["register"] = version.run_id if version else ""
     lineage = {"git_commit": card_args["git_commit"], **{k: str(meta.get(k, "unknown")) for k in
                                                         ("params_hash", "data_hash", "pipeline_id")},
@@ -109,7 +110,7 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
     number = str(version.version) if version else "none (the quality gate refused registration)"
     links = report.run_links(client, runs) if client is not None else {}
     ctx = ReviewContext(domain, name, number, params.register.intended_use, params.register.limitations, lineage, links,
-                        card_args["weights_sha256"], gate.summary())
+                        card_args["weights_sha256"], gate.summary(), baseline_weights=baseline_weights)
     ingest_report = cache / "report.json"
     pixels = params.evaluate.upload_patient_pixels or domain != "medical"
     local = report_dir / "review" / report.REPORT_NAME  # may hold medical images: never logged

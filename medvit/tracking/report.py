@@ -57,20 +57,23 @@ def run_links(client: Any, run_ids: Mapping[str, str]) -> dict[str, str]:
     return links
 
 
-def upstream_runs(client: Any, finetune_run_id: str, experiment_name: str) -> dict[str, str]:
-    """The newest evaluate run that compared ``finetune_run_id``, and the zeroshot run it names (may be empty)."""
+def upstream_runs(client: Any, finetune_run_id: str, experiment_name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The newest evaluate run that compared ``finetune_run_id`` and the zeroshot run it names, and the
+    baselines' weights it recorded (``weights.<baseline>`` tags); empty when there is none."""
     if not finetune_run_id:
-        return {}
+        return {}, {}
     try:
         experiment = client.get_experiment_by_name(experiment_name)
         runs = client.search_runs(
             [experiment.experiment_id], f"tags.stage = 'evaluate' and tags.finetune_run_id = '{finetune_run_id}'",
             order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
     except Exception:  # lineage links are a convenience: a store without them still gets its report
-        return {}
+        return {}, {}
     if not runs:
-        return {}
-    return {"evaluate": runs[0].info.run_id, "zeroshot": runs[0].data.tags.get("zeroshot_run_id", "")}
+        return {}, {}
+    tags = runs[0].data.tags
+    weights = {k.removeprefix("weights."): v for k, v in sorted(tags.items()) if k.startswith("weights.")}
+    return {"evaluate": runs[0].info.run_id, "zeroshot": tags.get("zeroshot_run_id", "")}, weights
 
 
 def log_report(client: Any, name: str, version: Any, path: Path) -> str:

@@ -47,7 +47,8 @@ def registered(tracking: str, make_model: Callable[..., dict[str, Any]], make_re
     client = registry.client()
     experiment = client.create_experiment(NAME, artifact_location=(tmp_path / "artifacts").as_uri())
     evaluate = client.create_run(experiment, tags={"stage": "evaluate", "finetune_run_id": "finetune-run",
-                                                   "zeroshot_run_id": "zs-run-1"}).info.run_id
+                                                   "zeroshot_run_id": "zs-run-1",
+                                                   "weights.clip_zeroshot": "hf-hub:laion/CLIP-ViT-B-32"}).info.run_id
     assert register(intended_use="Chest X-ray triage <research>", limitations="Tiny test set") == 0
     version = client.get_model_version(NAME, "1")
     return {"version": version, "evaluate": evaluate, "overlay": overlay,
@@ -69,6 +70,7 @@ def test_report_logged_with_the_version_and_its_sha256(registered: dict[str, Any
     assert "env:MEDVIT_DEID_KEY" in page and "48" in page
     # lineage: the register run that created the version, the evaluate run found by the finetune run id
     assert f"register run id</th><td>{v.run_id}" in page and f"run {v.run_id} (experiment" in page
+    assert "<td>clip_zeroshot</td><td>hf-hub:laion/CLIP-ViT-B-32</td><td>unknown: " in page  # baselines' weights
     assert f"evaluate run id</th><td>{registered['evaluate']}" in page and "zeroshot run id</th><td>zs-run-1" in page
     # medical pixels: in the local copy only (evaluate.upload_patient_pixels is false by default)
     assert registered["overlay"] not in page and "medical images withheld" in page
