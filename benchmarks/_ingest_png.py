@@ -2,7 +2,7 @@
 
 Writes ``--png-n`` 16-bit grey PNGs of ``--big-rows`` x ``--big-cols`` (2,500 x 3,000
 by default, like a chest radiograph: smooth structure plus noise over the full
-16-bit range, zlib level 6, so a file is ~10 MB and decodes at a realistic rate;
+16-bit range, zlib level 6, so a file is ~11 MiB and decodes at a realistic rate;
 constant or random content would not) and a ChestX-ray14-style ``labels.csv``. Then,
 all in this one process and interleaved (the order rotates every round, one
 uncounted warm-up round, ``--repeats`` counted rounds, best counts, worst printed):

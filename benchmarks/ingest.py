@@ -392,7 +392,7 @@ def main() -> int:
     parser.add_argument("--parts", nargs="+", choices=("scaling", "readers", "bigearthnet", "png"),
                         default=["scaling", "readers", "bigearthnet", "png"], help="what to measure (default: all)")
     parser.add_argument("--ben-n", type=int, default=20000, help="BigEarthNet patches (default: %(default)s)")
-    parser.add_argument("--png-n", type=int, default=48, help="16-bit PNG radiographs (default: %(default)s)")
+    parser.add_argument("--png-n", type=int, default=32, help="16-bit PNG radiographs (default: %(default)s)")
     parser.add_argument("--cxr-n", type=int, default=24, help="uncompressed radiographs (default: %(default)s)")
     parser.add_argument("--j2k-n", type=int, default=4, help="JPEG 2000 radiographs (default: %(default)s)")
     parser.add_argument("--big-rows", type=int, default=3000, help="radiograph rows (default: %(default)s)")
