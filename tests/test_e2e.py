@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from medvit.hashing import sha256_file
 from servers import start_mlflow_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +135,10 @@ def test_every_stage_wrote_its_outputs(pipeline: tuple[Path, dict[str, str]]) ->
         assert 0.0 <= metrics["test/auroc_macro"] <= 1.0 and "test/auroc_macro_ci_low" in metrics
         record = json.loads((repo / "reports" / d / "registry" / "registration.json").read_text())
         assert record["version"] is not None
+        # the review report of the version (issue #14): the logged copy's digest is the one recorded
+        logged = repo / "reports" / d / "registry" / "review_report.html"
+        assert sha256_file(logged) == record["review_report_sha256"]
+        assert "Subgroups" in logged.read_text() and (repo / "reports" / d / "review" / "review_report.html").is_file()
 
 
 def test_second_repro_is_a_no_op(pipeline: tuple[Path, dict[str, str]]) -> None:
