@@ -137,3 +137,24 @@ def test_refused_gate_writes_only_the_local_report(tracking: str, make_model: Ca
     assert "version none (the quality gate refused registration)" in page and "refused" in page
     assert not (tmp_path / "registry" / "review_report.html").exists()
     assert registry.client().search_model_versions(f"name='{NAME}'") == []
+
+
+def test_report_on_a_real_tracking_server(mlflow_server: str, make_model: Callable[..., dict[str, Any]],
+                                          make_report: Callable[..., Path], register: Callable[..., int],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Served artifacts over HTTP: the report is uploaded, its run links point at the UI, show downloads it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    make_model()
+    make_report()
+    assert register() == 0
+    v = registry.client().get_model_version(NAME, "1")
+    page = (tmp_path / "registry" / "review_report.html").read_text()
+    assert f'<a href="{mlflow_server.rstrip("/")}/#/experiments/' in page and f"/runs/{v.run_id}" in page
+    capsys.readouterr()
+    assert main(["review", "show", "--domain", "medical", "--version", "1"]) == 0
+    downloaded = tmp_path / "xdg" / "medvit" / "review" / f"{NAME}-v1" / "review_report.html"
+    assert f"review report: {downloaded}" in capsys.readouterr().out
+    assert sha256_file(downloaded) == report_sha256(v) == sha256_file(tmp_path / "registry" / "review_report.html")
