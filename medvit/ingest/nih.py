@@ -154,7 +154,10 @@ def decode_file(task: FileTask) -> TaskResult:
                                  image_size=state.prep.size, all_pids=state.all_pids,
                                  demographics=task.demographics)
     known_ids = [task.patient_id] if task.patient_id else []
-    result = TaskResult(key=task.key, source=pseudo.source(task.key, known_ids))
+    # An unlabelled file is checked against every labels-CSV patient id before its header is read: a file
+    # that is not DICOM (MIMIC-CXR's s<study>.txt reports, wget's index.html) keeps this source in rejects.csv.
+    result = TaskResult(key=task.key, source=pseudo.source(task.key, known_ids if task.labels is not None
+                                                           else state.all_pids))
     try:
         if task.labels is None:
             info = read_header(task.path, stop_before_pixels=True)

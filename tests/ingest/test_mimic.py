@@ -90,3 +90,22 @@ def test_mimic_label_and_metadata_problems(tmp_path: Path) -> None:
         ingest("medical", raw, tmp_path / "bad.csv", tmp_path / "o3", cfg)
     for out in ("o1", "o2", "o3"):
         assert not (tmp_path / out / "manifest.csv").exists()
+
+
+def test_non_image_files_beside_the_studies_are_rejected_without_the_subject_id(tmp_path: Path) -> None:
+    # MIMIC-CXR ships each study's free-text report as files/p<2>/p<subject>/s<study>.txt, and a wget mirror
+    # leaves index.html files: not DICOM, so rejected, and their paths hold the subject id.
+    raw, _ = mimic_raw(tmp_path / "mimic", n_subjects=2)
+    subject_dir = raw / "files/p01/p01000001"
+    (subject_dir / "s50000001.txt").write_text("FINAL REPORT\n free text")
+    (subject_dir / "index.html").write_text("<html></html>")
+    _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0, medical={"image_size": 32, "label_format": "mimic"})
+    out = tmp_path / "cache"
+    rep = ingest("medical", raw, raw / "mimic-cxr-2.0.0-chexpert.csv", out, cfg)
+    check_counts(_keys(raw), out)
+    assert rep["rejects_by_reason"]["not DICOM"] == 2
+    rejects = pd.read_csv(out / "rejects.csv", dtype=str)
+    assert rejects["source"].str.startswith("pseudo:").all()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"01000001" not in path.read_bytes(), path.name
