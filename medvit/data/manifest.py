@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medvit.data.layout import SUBGROUP_COLUMNS
 from medvit.hashing import sha256_file
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -77,7 +78,9 @@ def read_manifest(cache_dir: str | Path) -> Manifest:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: missing; run the ingest stage first (`dvc repro ingest`)")
     label_names = tuple(json.loads(labels_path.read_text())["label_names"])
-    frame = pd.read_csv(path, dtype={"id": str, "group": str, "split": str, "source": str})
+    # Subgroup columns are text: a device model "0042" must not come back as the number 42.
+    text = {c: str for c in ("id", "group", "split", "source", *SUBGROUP_COLUMNS)}
+    frame = pd.read_csv(path, dtype=text)
     missing = [c for c in (*FIXED_COLUMNS, *(label_column(n) for n in label_names)) if c not in frame]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; re-run ingest")

@@ -60,3 +60,16 @@ def test_scores_round_trip_and_validation(tmp_path: Path) -> None:
         write_scores(tmp_path / "bad.csv", ["x"], s, ["a", "b"])
     with pytest.raises(ValueError, match="NaN"):
         write_scores(tmp_path / "bad.csv", ["x", "y"], s * np.nan, ["a", "b"])
+
+
+def test_manifest_subgroup_columns_stay_text(tmp_path: Path) -> None:
+    # A device model that is all digits keeps its leading zeros (read as a number, "0042" became 42).
+    (tmp_path / "labels.json").write_text('{"label_names": ["a"]}')
+    (tmp_path / "manifest.csv").write_text(
+        "id,group,split,source,shard,index,manufacturer_model,site,label:a\n"
+        "0001,0001,train,x.dcm,0,0,0042,H00ab,1\n"
+        "0002,0002,test,y.dcm,0,1,0042,H00ab,\n")
+    m = read_manifest(tmp_path)
+    assert m.frame["manufacturer_model"].tolist() == ["0042", "0042"]
+    assert m.frame["id"].tolist() == ["0001", "0002"]
+    np.testing.assert_array_equal(m.labels(), np.array([[1.0], [np.nan]], np.float32))
