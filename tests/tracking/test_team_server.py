@@ -2,7 +2,8 @@
 
 admin creates the users, the experiment and the registered model and grants: engineer EDIT on both
 (registers), reviewer and reviewer2 MANAGE on the registered model (approve/reject), reader nothing
-beyond the default READ. Every test goes through the real server and checks what the registry holds.
+beyond the default READ. Every test goes through the real server and checks what the registry holds,
+including two reviewers deciding at once and both domains' register stages running at once.
 """
 
 from __future__ import annotations
@@ -222,3 +223,47 @@ def test_two_reviewers_at_once_lose_nothing(team: dict[str, Any], tmp_path: Path
     assert sorted((e["user"], e["decision"], e["note"]) for e in trail) == [
         ("reviewer", "approve", "approve by reviewer"), ("reviewer2", "reject", "reject by reviewer2")]
     assert all(set(e) >= {"id", "user", "decision", "at", "note", "report_sha256"} for e in trail)
+
+
+def test_two_domains_register_at_once_and_nothing_is_lost(team: dict[str, Any], tmp_path: Path) -> None:
+    """The register stages of both domains run at the same time against the server, as two `dvc repro` would."""
+    from mlflow.server import get_app_client
+
+    uri, sat = team["uri"], "medvit-satellite"
+    with pytest.MonkeyPatch.context() as mp:
+        admin = client_as(mp, uri, "admin")
+        experiment = admin.create_experiment(sat)
+        admin.create_registered_model(sat)
+        auth = get_app_client("basic-auth", tracking_uri=uri)
+        auth.grant_user_permission("engineer", "experiment", experiment, "EDIT")
+        auth.grant_user_permission("engineer", "registered_model", sat, "EDIT")
+        medical_before = {v.version for v in admin.search_model_versions(f"name = '{NAME}'")}
+    go, procs = tmp_path / "go", []
+    for i, domain in enumerate(("medical", "satellite")):
+        work = tmp_path / domain
+        write_model(work / "models", 10 + i)
+        write_report(work / "reports", auroc=0.9 + i / 100)
+        (work / "params.yaml").write_text("register:\n  onnx: false\n")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(go) + str(i), "register", "--domain", domain, "--params",
+             str(work / "params.yaml"), "--finetune", str(work / "models"), "--report", str(work / "reports"),
+             "--out", str(work / "registry")],
+            env={**os.environ, **credentials("engineer", uri)}, cwd=work, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}{i}.ready").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    for i in range(2):
+        Path(f"{go}{i}").touch()
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with pytest.MonkeyPatch.context() as mp:
+        admin = client_as(mp, uri, "admin")
+        for name, auroc, before in ((NAME, 0.9, medical_before), (sat, 0.91, set())):
+            new = [v for v in admin.search_model_versions(f"name = '{name}'") if v.version not in before]
+            assert len(new) == 1 and new[0].tags["registered_by"] == "engineer"
+            run = admin.get_run(new[0].run_id)
+            assert run.data.tags["stage"] == "register" and run.data.tags["registered_model"] == name
+            assert run.data.metrics["test/auroc_macro"] == pytest.approx(auroc)
+            assert admin.get_experiment(run.info.experiment_id).name == name
