@@ -98,7 +98,7 @@ def match_mimic_labels(labels: Path, metadata: Path, files: Sequence[str], mcfg:
         raise UserError(f"{metadata}: none of its {len(meta)} images with a labelled study is a file under the "
                         "raw folder (expected files/p<2>/p<subject>/s<study>/<dicom_id>.dcm or .jpg); check --raw")
     # Every subject folder (p<subject>) is an identifier: an unlabelled file's path is pseudonymised too.
-    folders = {f.split("/")[1].removeprefix("p") for f in files if f.count("/") >= 3 and f.startswith("p")}
+    folders = {f.split("/")[1].removeprefix("p") for f in files if f.count("/") >= 2 and f.startswith("p")}
     return MedicalLabels(names, by_file, frozenset(s for s in {*subjects, *folders} if s), missing, demographics)
 
 

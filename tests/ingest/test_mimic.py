@@ -99,13 +99,17 @@ def test_non_image_files_beside_the_studies_are_rejected_without_the_subject_id(
     subject_dir = raw / "files/p01/p01000001"
     (subject_dir / "s50000001.txt").write_text("FINAL REPORT\n free text")
     (subject_dir / "index.html").write_text("<html></html>")
+    # A subject no CSV names, with only its report (its study folder missing): the folder name is the id.
+    (raw / "files/p01/p01000555").mkdir()
+    (raw / "files/p01/p01000555/s50000555.txt").write_text("FINAL REPORT")
     _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0, medical={"image_size": 32, "label_format": "mimic"})
     out = tmp_path / "cache"
     rep = ingest("medical", raw, raw / "mimic-cxr-2.0.0-chexpert.csv", out, cfg)
     check_counts(_keys(raw), out)
-    assert rep["rejects_by_reason"]["not DICOM"] == 2
+    assert rep["rejects_by_reason"]["not DICOM"] == 3
     rejects = pd.read_csv(out / "rejects.csv", dtype=str)
     assert rejects["source"].str.startswith("pseudo:").all()
     for path in out.rglob("*"):
         if path.is_file():
-            assert b"01000001" not in path.read_bytes(), path.name
+            data = path.read_bytes()
+            assert b"01000001" not in data and b"01000555" not in data, path.name
