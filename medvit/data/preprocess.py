@@ -242,6 +242,14 @@ class Preprocessor:
         """A decoded (C, H, W) [0, 1] medical image letterboxed to the cache size."""
         return letterbox(image, self.size)
 
+    def too_small(self, height: int, width: int) -> str | None:
+        """The error for an image with a side under half the model's input size (a 1 x 1 image would be
+        upscaled and scored like any other), else None; never for a preprocessor without a model part (ingest)."""
+        size = int(self.model.get("img_size", 0))
+        if min(height, width) * 2 >= size:
+            return None
+        return f"too small: {height}x{width} pixels, at least half the model's input size {size} per side"
+
     # ------------------------------------------------------------------ satellite
     def probe(self, path: str | Path) -> SceneInfo:
         """A scene's header, checked for the selected bands.
@@ -316,12 +324,14 @@ class Preprocessor:
                 image, _ = image_io.decode_image(data)
             except image_io.ImageReject as err:
                 return str(err)
-            return [Item("", self.to_cache(image))]
+            return self.too_small(*image.shape[1:]) or [Item("", self.to_cache(image))]
         with _spooled(data, ".dcm") as path:
             try:
                 info, frames = self.read_dicom(path)
                 many = info.n_frames > 1 and self.dicom_options.multiframe == "all"
-                return [Item(f"frame:{k}" if many else "", self.to_cache(img)) for k, img in frames]
+                return [Item(f"frame:{k}" if many else "", None, error=small)
+                        if (small := self.too_small(*img.shape[1:])) else
+                        Item(f"frame:{k}" if many else "", self.to_cache(img)) for k, img in frames]
             except _io("dicom").DicomReject as err:
                 return str(err)
             except MemoryError:

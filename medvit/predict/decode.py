@@ -111,7 +111,9 @@ def _decode_medical(task: FileTask, state: PredictState) -> Decoded:
         return Decoded(task.key, source, [Item(pseudo.sample(task.key, 0), i.image) for i in decoded])
     info, frames = prep.read_dicom(task.path)
     source = pseudo.source(task.key, identifiers(info.header))
-    items = [Item(pseudo.sample(task.key, k), prep.to_cache(image), frame=k) for k, image in frames]
+    items = [Item(pseudo.sample(task.key, k), None, frame=k, error=small)
+             if (small := prep.too_small(*image.shape[1:])) else
+             Item(pseudo.sample(task.key, k), prep.to_cache(image), frame=k) for k, image in frames]
     out = Decoded(task.key, source, items)
     if state.sr:
         # The split group's rule (medvit.ingest.nih): PatientID, else the study, else the file.

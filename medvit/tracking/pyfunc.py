@@ -111,8 +111,9 @@ class ClassifierModel(PythonModel):
         """Tensor batch or ``file`` frame -> one row per image/frame/chip (see the module docstring)."""
         if isinstance(model_input, pd.DataFrame):
             if FILE_COLUMN not in model_input.columns:
+                # The column names are not echoed: in a CSV body they are its first line, whatever that holds.
                 raise _bad_request(f"a frame input needs a binary column '{FILE_COLUMN}' (base64 in JSON); "
-                                   f"got columns {[str(c) for c in model_input.columns][:5]}")
+                                   f"got {len(model_input.columns)} column(s), none named '{FILE_COLUMN}'")
             return self._predict_files(model_input)
         if isinstance(model_input, dict) and FILE_COLUMN in model_input:
             return self._predict_files(pd.DataFrame(model_input))
@@ -133,9 +134,8 @@ class ClassifierModel(PythonModel):
             error = ""
             if img.shape[0] != self.in_chans:
                 error = f"wrong channel count: {img.shape[0]}, the model takes {self.in_chans}"
-            elif min(img.shape[1:]) * 2 < self.img_size:
-                error = (f"too small: {img.shape[1]}x{img.shape[2]} pixels, at least half the model's input "
-                         f"size {self.img_size} per side")
+            elif small := self.input_prep.too_small(*img.shape[1:]):
+                error = small
             elif not np.isfinite(img).all():
                 error = "non-finite values: the input holds NaN or inf"
             rows.append(_Row(i, "", "", None if error else img, error))

@@ -58,13 +58,19 @@ def _expected_scores(model_dir: Path, path: Path) -> np.ndarray:
 def test_predict_a_medical_folder_from_the_registry(registered: Callable[[str], dict], tmp_path: Path) -> None:
     registered("medical")
     inputs = _medical_inputs(tmp_path / "in")
+    tiny = pydicom.dcmread(inputs / "ct.dcm")  # 8 x 8 pixels: under half the 32 px model input per side
+    tiny.PixelData = tiny.pixel_array[:8, :8].tobytes()
+    tiny.Rows = tiny.Columns = 8
+    tiny.SOPInstanceUID = tiny.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.99999.8.8"
+    tiny.save_as(inputs / "tiny.dcm")
     out = tmp_path / "out"
     assert main(["predict", "--model", "models:/medvit-medical@candidate", "--input", str(inputs), "--out", str(out),
                  "--sr", "--overlays", "--workers", "2", "--batch-size", "2"]) == 0
     table = pd.read_parquet(out / "predictions.parquet")
     csv = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert len(csv) == len(table) == 6  # every non-hidden file has exactly one row (single-frame files)
+    assert len(csv) == len(table) == 7  # every non-hidden file has exactly one row (single-frame files)
     errors = dict(zip(table["source"], table["error"]))
+    assert errors["tiny.dcm"] == "too small: 8x8 pixels, at least half the model's input size 32 per side"
     assert errors["plan.dcm"].startswith("no pixel data")
     assert errors["notes.txt"] == "not DICOM"
     assert errors["empty.dcm"] == "empty file"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import mlflow
 import numpy as np
 import pandas as pd
@@ -111,14 +112,24 @@ def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_mo
     no_pixels = pydicom.dcmread(tmp_path / "ok.dcm")
     del no_pixels.PixelData
     no_pixels.save_as(tmp_path / "nopix.dcm")
+    tiny = pydicom.dcmread(tmp_path / "ok.dcm")  # a 1 x 1 radiograph: upscaled, it would score like any other
+    tiny.Rows = tiny.Columns = 1
+    tiny.PixelData = np.uint16([700]).tobytes()
+    tiny.save_as(tmp_path / "tiny.dcm")
     ok = (tmp_path / "ok.dcm").read_bytes()
     files = [ok, b"plain text, not DICOM", (tmp_path / "burned.dcm").read_bytes(), (tmp_path / "nopix.dcm").read_bytes(),
-             b"", ok[:-1000]]  # the last: pixel data cut short
+             b"", ok[:-1000],  # pixel data cut short
+             (tmp_path / "tiny.dcm").read_bytes(), cv2.imencode(".png", np.full((1, 1), 200, np.uint8))[1].tobytes(),
+             cv2.imencode(".png", np.full((15, 40), 200, np.uint8))[1].tobytes()]
     out = model.predict(pd.DataFrame({"file": files}))
-    assert out["input"].tolist() == list(range(6))
+    assert out["input"].tolist() == list(range(9))
     assert out["error"][0] == "" and out["error"][1] == "not DICOM"
     assert out["error"][2].startswith("burned-in annotation") and out["error"][3].startswith("no pixel data")
     assert out["error"][4] == "empty file" and out["error"][5].startswith("truncated or corrupt")
+    # Too small for the 32 px model (a side under 16 px): an error row, not a score.
+    assert out["error"][6].startswith("too small: 1x1 pixels") and out["error"][7].startswith("too small: 1x1 pixels")
+    assert out["error"][8].startswith("too small: 15x40 pixels")
+    assert out.loc[6:8, [f"score:{n}" for n in dicom_model["label_names"]]].isna().all().all()
     expected = dicom_scores(tmp_path / "ok.dcm")
     got = out.loc[0, [f"score:{n}" for n in dicom_model["label_names"]]].to_numpy(float)
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -134,8 +145,9 @@ def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_mo
     assert out["error"].tolist()[0] == "" and out["error"][1].startswith("non-finite values")
     assert model.predict(rng.random((1, 1, 15, 40), dtype=np.float32))["error"][0].startswith("too small")
     assert model.predict(rng.random((1, 3, 32, 32), dtype=np.float32))["error"][0].startswith("wrong channel count")
-    with pytest.raises(mlflow.exceptions.MlflowException, match="binary column 'file'"):
-        model.predict(pd.DataFrame({"image": [1.0]}))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="binary column 'file'") as refused:
+        model.predict(pd.DataFrame({"Doe^Jane MRN4471": [1.0]}))  # a CSV body's first line becomes the columns
+    assert "Doe" not in refused.value.message and "MRN4471" not in refused.value.message
 
 
 def test_a_model_without_preprocess_params_scores_tensors_and_says_so_for_files(
