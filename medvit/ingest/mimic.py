@@ -11,14 +11,17 @@ throughout (``01000032`` keeps its zero). A metadata row names one image; its
 labels are the label-CSV row of its ``(subject_id, study_id)``, in the CheXpert
 values (``medvit.ingest.labels.finding_values``). The split group is the
 subject; ``ViewPosition`` fills the ``view`` subgroup column when the header
-has none (JPEGs). Inputs are the files under ``<raw>/files`` (or ``<raw>``):
-a file no metadata row names, or whose study has no label row, is rejected
-("no labels"); a metadata row without its image is counted in report.json
-(``labels_without_images``).
+has none (JPEGs). Inputs are the ``.dcm`` and ``.jpg`` files under
+``<raw>/files`` (or ``<raw>``); other files there (the ``s<study>.txt`` reports,
+a wget mirror's ``index.html``) are counted in report.json
+(``files_not_images``). An input no metadata row names, or whose study has no
+label row, is rejected ("no labels"); a metadata row without its image is
+counted in report.json (``labels_without_images``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +32,9 @@ from medvit.errors import UserError
 from medvit.ingest.demographics import csv_demographics
 from medvit.ingest.labels import csv_rows, finding_columns, finding_values, header_columns, read_csv
 from medvit.ingest.nih import MedicalLabels, NihSource
-from medvit.ingest.source import find_files, relative_keys
+from medvit.ingest.source import CacheInfo, Collected, find_files, relative_keys
+
+log = logging.getLogger(__name__)
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"   # ingest.medical.metadata when null
 LABELS = "mimic-cxr-2.0.0-chexpert.csv"      # --labels default
@@ -124,11 +129,22 @@ class MimicSource(NihSource):
         return self.raw / name if name else published(self.raw, METADATA)
 
     def list_inputs(self) -> list[Path]:
-        """Every non-hidden file under ``<raw>/files`` (or ``<raw>``), the two CSVs excluded."""
+        """The ``.dcm`` and ``.jpg`` files under ``<raw>/files`` (or ``<raw>``); other files are counted only.
+
+        MIMIC-CXR keeps each study's free-text report beside its folder (``s<study>.txt``) and a wget
+        mirror of PhysioNet leaves an ``index.html`` in every folder: they are no images of the layout,
+        and as rejects they would outnumber the images (``max_reject_fraction``).
+        """
         self.root = self.raw / "files" if (self.raw / "files").is_dir() else self.raw
-        self.files = find_files(self.root, exclude=[self.labels, self.metadata()])
+        found = find_files(self.root, exclude=[self.labels, self.metadata()])
+        self.files = [p for p in found if p.suffix.lower() in SUFFIXES]
+        self.not_images = len(found) - len(self.files)
         if not self.files:
-            raise UserError(f"{self.root}: no input files found")
+            raise UserError(f"{self.root}: no .dcm or .jpg files found (MIMIC-CXR layout: "
+                            "files/p<2>/p<subject>/s<study>/<dicom_id>.dcm or .jpg); check --raw")
+        if self.not_images:
+            log.warning("%s: %d file(s) that are not .dcm or .jpg (reports, index.html; not inputs, counted in "
+                        "report.json)", self.root, self.not_images)
         return self.files
 
     def read_labels(self) -> tuple[str, ...]:
@@ -136,3 +152,9 @@ class MimicSource(NihSource):
         self.root_keys = relative_keys(self.files, self.root)
         self.table = match_mimic_labels(self.labels, self.metadata(), self.root_keys, self.cfg.medical)
         return self.table.label_names
+
+    def cache_info(self, col: Collected) -> CacheInfo:
+        """NIH's, plus ``files_not_images``: files under the root that are not .dcm or .jpg (not inputs)."""
+        info = super().cache_info(col)
+        info.extra["files_not_images"] = self.not_images
+        return info

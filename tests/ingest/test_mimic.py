@@ -92,23 +92,24 @@ def test_mimic_label_and_metadata_problems(tmp_path: Path) -> None:
         assert not (tmp_path / out / "manifest.csv").exists()
 
 
-def test_non_image_files_beside_the_studies_are_rejected_without_the_subject_id(tmp_path: Path) -> None:
+def test_reports_and_index_files_are_counted_not_rejected(tmp_path: Path) -> None:
     # MIMIC-CXR ships each study's free-text report as files/p<2>/p<subject>/s<study>.txt, and a wget mirror
-    # leaves index.html files: not DICOM, so rejected, and their paths hold the subject id.
+    # leaves an index.html in every folder: not images of the layout, so counted in report.json, not inputs
+    # (as rejects they would outnumber the images); their paths, which hold subject ids, appear nowhere.
     raw, _ = mimic_raw(tmp_path / "mimic", n_subjects=2)
     subject_dir = raw / "files/p01/p01000001"
     (subject_dir / "s50000001.txt").write_text("FINAL REPORT\n free text")
     (subject_dir / "index.html").write_text("<html></html>")
-    # A subject no CSV names, with only its report (its study folder missing): the folder name is the id.
     (raw / "files/p01/p01000555").mkdir()
     (raw / "files/p01/p01000555/s50000555.txt").write_text("FINAL REPORT")
+    (raw / "files/index.html").write_text("<html></html>")
     _, cfg = ingest_cfg(tmp_path, max_reject_fraction=1.0, medical={"image_size": 32, "label_format": "mimic"})
     out = tmp_path / "cache"
     rep = ingest("medical", raw, raw / "mimic-cxr-2.0.0-chexpert.csv", out, cfg)
-    check_counts(_keys(raw), out)
-    assert rep["rejects_by_reason"]["not DICOM"] == 3
-    rejects = pd.read_csv(out / "rejects.csv", dtype=str)
-    assert rejects["source"].str.startswith("pseudo:").all()
+    images = [k for k in _keys(raw) if k.endswith((".dcm", ".jpg"))]
+    check_counts(images, out)
+    assert rep["files_not_images"] == 4 and rep["n_input"] == len(images) == len(_keys(raw)) - 4
+    assert "not DICOM" not in rep["rejects_by_reason"]
     for path in out.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
