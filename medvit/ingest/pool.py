@@ -79,7 +79,7 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
 def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: object, desc: str,
                  isolate: Callable[[T, BaseException], R], max_chunk: int = 8,
                  split: Callable[[T], list[T]] | None = None,
-                 files: Callable[[T], int] | None = None) -> Iterator[R]:
+                 files: Callable[[T], int] | None = None, ahead: int = 0) -> Iterator[R]:
     """Ordered map over worker processes with a bounded number of chunks in flight.
 
     Ordered results make the cache byte-identical between runs; the bounded window
@@ -99,6 +99,8 @@ def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: 
         max_chunk: most tasks sent to a worker at once.
         split: cuts a task into smaller ones for the one-at-a-time re-run.
         files: the number of input files a task stands for (the progress bar).
+        ahead: at least this many tasks in flight (a consumer that takes results in batches,
+            like ``medvit predict``'s forward passes, wants a batch or more decoded ahead).
     """
     count = files or (lambda task: 1)
     bar = tqdm(total=sum(count(t) for t in tasks), desc=desc, unit="file", mininterval=0.5, dynamic_ncols=True)
@@ -113,7 +115,7 @@ def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: 
                 yield fn(task)
                 bar.update(count(task))
             return
-        yield from _pooled(fn, tasks, workers, state, isolate, max_chunk, split, count, bar)
+        yield from _pooled(fn, tasks, workers, state, isolate, max_chunk, split, count, bar, ahead)
     finally:
         cv2.setNumThreads(threads)  # this is the caller's process: leave OpenCV as it was
         bar.close()
@@ -121,13 +123,14 @@ def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: 
 
 def _pooled(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: object,
             isolate: Callable[[T, BaseException], R], max_chunk: int, split: Callable[[T], list[T]] | None,
-            count: Callable[[T], int], bar: Any) -> Iterator[R]:
+            count: Callable[[T], int], bar: Any, ahead: int = 0) -> Iterator[R]:
     """:func:`parallel_map` with more than one worker process."""
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     size = max(1, min(max_chunk, len(tasks) // (workers * 16)))
     chunks = [list(tasks[i:i + size]) for i in range(0, len(tasks), size)]
     run = partial(_run_chunk, fn)
     pending: deque[tuple[list[T], Future]] = deque()
+    window = max(workers * IN_FLIGHT_PER_WORKER, -(-ahead // size))  # chunks in flight
     it = iter(chunks)
 
     def new_pool(n: int) -> ProcessPoolExecutor:
@@ -136,7 +139,7 @@ def _pooled(fn: Callable[[T], R], tasks: Sequence[T], workers: int, state: objec
     pool = new_pool(workers)
     try:
         while True:
-            while len(pending) < workers * IN_FLIGHT_PER_WORKER:
+            while len(pending) < window:
                 chunk = next(it, None)
                 if chunk is None:
                     break

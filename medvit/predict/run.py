@@ -127,7 +127,8 @@ def predict(inputs: Sequence[tuple[str, Path]], model: ModelFiles, out: Path, op
     writer = _Writer(predictor, out, options, dict(inputs))
     pending: list[Decoded] = []
     for decoded in parallel_map(decode_file, tasks, options.workers, state, f"predict {predictor.prep.domain}",
-                                lambda task, err: crash_result(task, pseudo), max_chunk=1):
+                                lambda task, err: crash_result(task, pseudo), max_chunk=1,
+                                ahead=2 * options.batch_size):  # the next batch decodes while one is scored
         pending.append(decoded)
         if sum(1 for d in pending for i in d.items if i.image is not None) >= options.batch_size:
             writer.flush(pending)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -61,3 +62,29 @@ def test_workers_start_after_opencv_ran_multithreaded_in_this_process() -> None:
         assert cv2.getNumThreads() == 2  # the caller's OpenCV setting is restored
     finally:
         cv2.setNumThreads(threads)
+
+
+@dataclass(frozen=True)
+class _Marks:
+    folder: str
+
+
+def _mark(task: int) -> int:
+    """Leaves a file per task run, so the caller can count how many ran ahead of its reads."""
+    open(os.path.join(worker_state(_Marks).folder, str(task)), "w").close()
+    return task
+
+
+@pytest.mark.parametrize("ahead, expected", [(0, 8), (20, 20)])
+@pytest.mark.timeout(120)
+def test_ahead_sets_how_many_tasks_run_before_the_first_result_is_taken(tmp_path, ahead: int, expected: int) -> None:
+    # 2 workers keep 2 x 4 one-task chunks in flight; `ahead` widens that (predict: a batch decodes while one scores).
+    results = parallel_map(_mark, list(range(40)), 2, _Marks(str(tmp_path)), "test", isolate=lambda t, e: -1,
+                           max_chunk=1, ahead=ahead)
+    assert next(results) == 0  # the generator has now submitted its window and read one result, nothing more
+    deadline = time.monotonic() + 60
+    while len(os.listdir(tmp_path)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # anything beyond the window would have run by now
+    assert len(os.listdir(tmp_path)) == expected
+    assert [0, *results] == list(range(40))

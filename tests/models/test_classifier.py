@@ -73,5 +73,12 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert meta == META and not loaded.training
     x = torch.randn(3, 1, 64, 64)
     assert torch.equal(loaded(x), model(x))
+    # Built on the meta device and loaded with assign=True: every tensor is real and the frozen prefix stays frozen.
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    assert [(n, p.requires_grad) for n, p in loaded.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in model.named_parameters()]
+    assert not loaded.backbone.blocks[0].attn.qkv.weight.requires_grad and loaded.head.fc1.weight.requires_grad
+    explicit, _ = load_classifier(tmp_path / "m", fused_attn=False)
+    assert torch.allclose(explicit(x), model(x), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="finetune"):
         load_classifier(tmp_path / "absent")
