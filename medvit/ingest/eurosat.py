@@ -78,8 +78,9 @@ class EuroSatSource(PatchSource):
                            if p.parent != self.raw and p.suffix.lower() in (".tif", ".tiff")}
         classes = sorted({d.name for d in self.class_dirs})
         if not classes:
-            raise UserError(f"{self.raw}: no class folders; EuroSAT images lie in one folder per class "
-                            "(AnnualCrop/, Forest/, ...)")
+            raise UserError(f"{self.raw}: no class folder holding .tif images; EuroSAT multispectral images lie "
+                            "in one folder per class (AnnualCrop/AnnualCrop_1.tif, ...); the RGB JPEG release "
+                            "(EuroSAT_RGB) has no bands to select: use the 13-band EuroSAT_MS")
         self.label_names = tuple(classes)
         return self.label_names
 

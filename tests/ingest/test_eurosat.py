@@ -74,3 +74,14 @@ def test_eurosat_bands_by_index_follow_the_file_order(tmp_path: Path) -> None:
     assert read_stats(out)["channels"] == ["B8A", "B10", "B02"]
     with pytest.raises(UserError, match=r"index 14 is out of range for eurosat, which has 13 bands"):
         ingest("satellite", raw, raw, out, ingest_cfg(tmp_path, satellite={"format": "eurosat", "bands": [14]})[1])
+
+
+def test_class_folders_of_jpegs_name_the_rgb_release(tmp_path: Path) -> None:
+    raw = tmp_path / "EuroSAT_RGB"
+    for cls in ("AnnualCrop", "Forest"):
+        (raw / cls).mkdir(parents=True)
+        (raw / cls / f"{cls}_1.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    _, cfg = ingest_cfg(tmp_path, satellite={"format": "eurosat", "bands": ["B04"]})
+    with pytest.raises(UserError, match=r"EuroSAT_RGB: no class folder holding \.tif images.*use the 13-band"):
+        ingest("satellite", raw, raw, tmp_path / "cache", cfg)
+    assert not (tmp_path / "cache" / "manifest.csv").exists()
