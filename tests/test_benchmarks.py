@@ -90,7 +90,8 @@ def test_format_value_keeps_three_significant_digits() -> None:
 
 def test_quick_options_exist_in_each_script() -> None:
     assert set(run_all.QUICK_ARGS) == set(run_all.SCRIPTS)
-    for name, args in run_all.QUICK_ARGS.items():
+    assert set(run_all.FULL_ARGS) <= set(run_all.SCRIPTS)
+    for name, args in [*run_all.QUICK_ARGS.items(), *run_all.FULL_ARGS.items()]:
         source = (BENCH / f"{name}.py").read_text()
         assert "_figures.emit(" in source, name
         for option in (a for a in args if a.startswith("--")):
