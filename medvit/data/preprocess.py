@@ -288,6 +288,8 @@ class Preprocessor:
             values, valid = self.read_strip(path, info, 0, info.height)
         except geotiff.RasterReject as err:
             return str(err)
+        except MemoryError:  # a few MB of sparse tiles can declare a scene of terabytes
+            return "too large to decode: MemoryError"
         if not self.fill:
             return "model has no nodata fill values: re-run ingest and finetune"
         if not valid.all(0).any():

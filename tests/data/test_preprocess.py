@@ -119,3 +119,30 @@ def test_finetune_imports_neither_pydicom_nor_rasterio() -> None:
             "print(sorted(m for m in ('pydicom', 'rasterio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_scene_too_large_for_memory_is_a_reject_not_a_crash(tmp_path: Path) -> None:
+    """A 5 MB sparse tiled GeoTIFF declaring 200,000 x 200,000 x 3 pixels (240 GB as uint16), decoded under a
+    4 GiB address-space limit (as in a container): the served model and ``medvit predict`` get a reason back."""
+    import subprocess
+
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path / "bomb.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=200_000, width=200_000, count=3, dtype="uint16",
+                       crs="EPSG:32633", transform=Affine(10.0, 0.0, 5e5, 0.0, -10.0, 4.2e6), tiled=True,
+                       compress="deflate", SPARSE_OK=True):
+        pass
+    assert path.stat().st_size < 10 << 20
+    code = (
+        "import json, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from medvit.data.preprocess import Preprocessor\n"
+        "prep = Preprocessor('satellite', 32, bands=(1, 2, 3), stride=32, fill=(0.2, 0.3, 0.4))\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "print(json.dumps([prep.chips(sys.argv[1]), prep.decode(data, 'bomb.tif')]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["too large to decode: MemoryError"] * 2
