@@ -125,6 +125,7 @@ def test_v1_official_split(tmp_path: Path) -> None:
     rejects = dict(pd.read_csv(out / "rejects.csv").itertuples(index=False))
     assert rejects == {names[8]: "not in the official split: listed in none of the split files"}
     assert report["split_source"] == "official" and report["splits"] == {"train": 5, "val": 2, "test": 1}
+    assert report["files_outside_patches"] == 3   # the split lists: counted, not inputs
     (raw / "val.csv").unlink()
     with pytest.raises(UserError, match=r"val\.csv: official split file not found"):
         run(tmp_path, raw, raw, bands=["B02"], use_official_split=True)
