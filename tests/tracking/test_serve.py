@@ -129,7 +129,8 @@ def test_bounded_load_with_bad_requests_crashes_nothing_and_keeps_memory(
     # (body, status, the error of its one row) for every request kind; good files are most of the load.
     kinds = [(_files_body(ok), 200, ""), (_files_body(ok[:-1000]), 200, prep.decode(ok[:-1000])),
              (_files_body(b"\x00" * 300), 200, "not DICOM"), (_files_body(tif), 200, prep.decode(tif)),
-             (b"", 400, None), (_files_body(ok * 30), 413, None), (_files_body(ok), 200, "")]
+             (b"", 400, "empty request body"), (_files_body(ok * 30), 413, "over the limit"),
+             (_files_body(ok), 200, "")]
     assert kinds[1][2].startswith("truncated or corrupt") and isinstance(kinds[3][2], str)
 
     def call(k: int) -> tuple[int, int, dict]:
@@ -139,13 +140,17 @@ def test_bounded_load_with_bad_requests_crashes_nothing_and_keeps_memory(
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(call, range(12)))  # warm-up
         warm = _rss(server)
+        workers = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}  # uvicorn under mlflow
+        assert workers
         results = list(pool.map(call, range(LOAD_REQUESTS)))
     assert server.poll() is None, "the server died"
+    # A worker that crashed and was restarted would have a new process id.
+    assert {p.pid for p in psutil.Process(server.pid).children(recursive=True)} == workers, "a server process died"
     assert {kind for kind, *_ in results} == set(range(len(kinds)))
     for kind, status, body in results:
         assert status == kinds[kind][1], (kind, body)
         if status != 200:
-            assert "\n" not in body["message"]
+            assert "\n" not in body["message"] and kinds[kind][2] in body["message"], body
             continue
         (row,) = body["predictions"]
         assert row["error"] == kinds[kind][2]
