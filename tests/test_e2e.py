@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from medvit.hashing import sha256_file
-from servers import start_mlflow_server, stop_server
+from servers import start_mlflow_auth_server, start_mlflow_server, start_postgres, stop_postgres, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = ("medical", "satellite")
@@ -321,6 +321,70 @@ def test_mlflow_server_shows_linked_runs_figures_and_registry(pipeline: tuple[Pa
             assert "NOT FOR CLINICAL USE" in mv["description"].upper()
     finally:
         stop_server(proc)
+
+
+def test_two_dvc_repro_at_once_against_the_team_server(pipeline: tuple[Path, dict[str, str]],
+                                                        tmp_path: Path) -> None:
+    """Both domains' stages run at the same time, as two `dvc repro` processes on different targets, against
+    the team server (PostgreSQL + MLflow basic-auth) as an engineer; no run, metric or version is lost.
+
+    DVC locks a workspace while it reproduces, so the two processes work in two copies of the repo (as two
+    engineers' checkouts would), each on its own domain's stages.
+    """
+    from mlflow import MlflowClient
+    from mlflow.server import get_app_client
+
+    repo, env = pipeline
+    admin_pw, engineer_pw = "admin-pw-for-e2e", "engineer-pw-e2e"
+    pg_uri, pg, pg_data = start_postgres("pg-pw-for-e2e", ("mlflow",))
+    server = None
+    try:
+        uri, server = start_mlflow_auth_server(f"{pg_uri}/mlflow", tmp_path, admin_pw)
+        admin_env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_pw}
+        os.environ.update(admin_env)  # the auth client reads the credentials from the environment
+        try:
+            get_app_client("basic-auth", tracking_uri=uri).create_user("engineer", engineer_pw)
+        finally:
+            for key in admin_env:
+                os.environ.pop(key)
+        engineer = {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": "engineer",
+                    "MLFLOW_TRACKING_PASSWORD": engineer_pw}
+        procs = {}
+        for d in DOMAINS:
+            clone = tmp_path / f"checkout-{d}"
+            shutil.copytree(repo, clone, symlinks=True)
+            targets = [f"{s}@{d}" for s in ("finetune", "zeroshot", "evaluate", "register")]
+            procs[d] = subprocess.Popen(["dvc", "repro", "-f", "-s", *targets], cwd=clone, env=engineer,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        outputs = {d: p.communicate(timeout=1200)[0] for d, p in procs.items()}
+        assert {d: p.returncode for d, p in procs.items()} == {d: 0 for d in DOMAINS}, outputs
+        os.environ.update(admin_env)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            for d in DOMAINS:
+                clone = tmp_path / f"checkout-{d}"
+                exp = client.get_experiment_by_name(f"medvit-{d}")
+                runs = client.search_runs([exp.experiment_id], max_results=100)
+                by_stage = {r.data.tags["stage"]: r for r in runs}
+                assert sorted(r.data.tags["stage"] for r in runs) == ["evaluate", "finetune", "register", "zeroshot"]
+                assert all(r.info.status == "FINISHED" for r in runs)
+                local = json.loads((clone / "reports" / d / "metrics.json").read_text())
+                logged = by_stage["evaluate"].data.metrics
+                assert logged["test/auroc_macro"] == pytest.approx(local["test/auroc_macro"])
+                assert logged["clip_zeroshot/test/auroc_macro"] == pytest.approx(
+                    local["clip_zeroshot"]["test/auroc_macro"])
+                assert by_stage["finetune"].data.metrics and by_stage["zeroshot"].data.metrics
+                versions = client.search_model_versions(f"name = 'medvit-{d}'")
+                assert len(versions) == 1 and versions[0].tags["registered_by"] == "engineer"
+                assert versions[0].run_id == by_stage["register"].info.run_id
+                assert client.get_model_version_by_alias(f"medvit-{d}", "candidate").version == versions[0].version
+        finally:
+            for key in admin_env:
+                os.environ.pop(key)
+    finally:
+        if server is not None:
+            stop_server(server)
+        stop_postgres(pg, pg_data)
 
 
 def test_exp_run_with_set_param_lists_metrics(pipeline: tuple[Path, dict[str, str]]) -> None:
