@@ -202,7 +202,7 @@ def _file_bytes(cell: Any) -> bytes | str:
         if not cell:
             return "empty file"
         try:
-            return base64.b64decode(cell, validate=True)
+            return base64.b64decode("".join(cell.split()), validate=True)  # `base64 FILE` wraps lines at 76
         except (binascii.Error, ValueError):
             return "not base64: a 'file' cell in JSON must be the file's bytes in base64"
     return "empty file" if cell is None or (isinstance(cell, float) and np.isnan(cell)) else \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -136,6 +137,13 @@ def test_raw_files_and_tensors_with_errors_in_the_batch(tmp_path: Path, dicom_mo
     assert out.loc[0, [f"label:{n}" for n in dicom_model["label_names"]]].tolist() == (
         (expected >= np.array([0.2, 0.5, 0.8])).astype(int).tolist())
     assert out["model"][0] == "medvit-medical" and out["version"][0] == "1"
+    # Base64 text as `base64 FILE` prints it (lines of 76) decodes like the bytes; text that is not base64 says so.
+    wrapped = base64.encodebytes(ok).decode()
+    assert "\n" in wrapped
+    out = model.predict(pd.DataFrame({"file": [wrapped, "not base64 at all!"]}))
+    np.testing.assert_allclose(out.loc[0, [f"score:{n}" for n in dicom_model["label_names"]]].to_numpy(float),
+                               expected, atol=1e-6)
+    assert out["error"].tolist() == ["", "not base64: a 'file' cell in JSON must be the file's bytes in base64"]
 
     # Tensors: a good image is scored; too small, non-finite and wrong channel count are error rows.
     rng = np.random.default_rng(0)
