@@ -18,7 +18,8 @@ Outputs under ``out``:
 * ``overlays/<id>.png`` with ``overlays``: the attention-rollout overlay
   (``medvit.evaluate.attention``);
 * ``maps/<scene>.scores.tif`` and ``maps/<scene>.positive.geojson`` for
-  satellite scenes (``medvit.io.prediction_map``).
+  satellite scenes (``medvit.io.prediction_map``), ``<scene>`` the scene's path
+  under ``--input`` without its suffix.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ class _Writer:
                 chips.append((item.id, item.origin, s))
         if chips:
             ids, origins, rows = zip(*chips)
-            write_prediction_map(self.paths[d.key], self.out / "maps", list(ids), list(origins), np.stack(rows),
+            # maps/ mirrors --input: two scenes named alike in different folders keep both maps.
+            write_prediction_map(self.paths[d.key], self.out / "maps" / Path(d.key).parent, list(ids), list(origins), np.stack(rows),
                                  names, self.p.thresholds, self.p.prep.size, self.p.prep.stride,
                                  tags={"model": self.p.files.name, "version": self.p.files.version})
             self.summary.maps += 1

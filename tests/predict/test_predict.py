@@ -115,6 +115,8 @@ def test_predict_scenes_writes_maps_that_match_the_table(registered: Callable[[s
     inputs.mkdir()
     _scene(inputs / "alpha.tif")
     _scene(inputs / "grey.tif", bands=1)
+    (inputs / "b").mkdir()  # a second scene called alpha, in a subfolder (a folder-per-scene layout)
+    _scene(inputs / "b" / "alpha.tif", height=32, width=64)
     out = tmp_path / "out"
     assert main(["predict", "--model", "models:/medvit-satellite/1", "--input", str(inputs), "--out", str(out),
                  "--workers", "2"]) == 0
@@ -134,6 +136,11 @@ def test_predict_scenes_writes_maps_that_match_the_table(registered: Callable[[s
     positive = {(r["id"], n) for _, r in chips.iterrows() for n in LABELS if r[f"label:{n}"] == 1}
     assert {(f["properties"]["id"], f["properties"]["label"]) for f in features} == positive
     assert not (out / "maps" / "grey.scores.tif").exists()
+    # The subfolder's alpha keeps its own map, at its path under --input.
+    other = table[table["source"] == "b/alpha.tif"]
+    with rasterio.open(out / "maps" / "b" / "alpha.scores.tif") as ds:
+        assert (ds.count, ds.height, ds.width) == (3, 1, 2)
+        np.testing.assert_array_equal(ds.read()[:, 0, :].T, other[[f"score:{n}" for n in LABELS]].to_numpy(np.float32))
 
 
 def test_predict_with_a_local_model_folder(registered: Callable[[str], dict], tmp_path: Path) -> None:
