@@ -33,9 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--sr", action="store_true", help="write a DICOM Comprehensive SR per scored DICOM image")
     parser.add_argument("--overlays", action="store_true", help="write attention-rollout overlays (PNG)")
-    parser.add_argument("--workers", type=int, default=max(2, min(4, (os.cpu_count() or 1) - 1)),
+    parser.add_argument("--workers", type=_at_least_one, default=max(2, min(4, (os.cpu_count() or 1) - 1)),
                         help="decode processes (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_at_least_one, default=16, help="images per forward pass (default: %(default)s)")
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1 (a batch size of 0 failed deep in the model loop)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def _inputs(root: Path, out: Path) -> list[tuple[str, Path]]:

@@ -165,3 +165,12 @@ def test_unknown_alias_and_missing_folder_are_clear_errors(registered: Callable[
     assert "champion" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path / "nope"), "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_batch_size_and_workers_under_one_are_refused_by_the_parser(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--batch-size", "--workers"):
+        with pytest.raises(SystemExit) as exited:
+            main(["predict", "--model", "m", "--input", str(tmp_path), "--out", str(tmp_path / "o"), flag, "0"])
+        assert exited.value.code == 2
+        assert f"argument {flag}: 0 is less than 1" in capsys.readouterr().err
