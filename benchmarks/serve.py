@@ -8,17 +8,22 @@ loopback for the model and also loads it in-process, and sends the same
 single-DICOM request (base64 ``file`` column; pydicom's ``CT_small.dcm``, 128 x 128
 CT) to both.
 
-1. Latency, interleaved: per round, ``--calls`` pairs of one in-process ``predict``
-   call then one request to the server from 1 client (same DICOM bytes; the server
-   gets them base64 in JSON); the best (lowest) p50 of the rounds is compared, the
-   worst printed too. Target: server p50 <= 1.5x in-process. The in-process call
+1. Latency, interleaved by round: per round, ``--calls`` in-process ``predict``
+   calls, then ``--calls`` requests to the server from 1 client (same DICOM bytes;
+   the server gets them base64 in JSON, over a keep-alive connection), then
+   ``--calls`` calls of the server's own handler in-process (``scoring_server.
+   invocations``: JSON in, JSON out, no HTTP); each side's calls run back to back.
+   The best (lowest) p50 of the rounds is compared, the worst printed too.
+   Target: server p50 <= 1.5x in-process. The answers of both sides are checked
+   to agree before timing. The in-process call
    runs on a worker thread, as the scoring server runs it (``asyncio.to_thread``
    in ``mlflow.pyfunc.scoring_server``); the same call on the main thread is
    printed as well, as a figure without a target. On a busy 2-core machine the
    main-thread figure was 10-30x slower (215-390 ms against 8-25 ms for the same
    call on a worker thread): torch's OpenMP pool, started from the main thread,
    spin-waits (``OMP_WAIT_POLICY`` active) while other processes hold the cores;
-   with ``OMP_WAIT_POLICY=passive`` the main thread was as fast as a worker thread.
+   with ``OMP_WAIT_POLICY=passive`` the main thread was as fast as a worker thread,
+   and at a load of ~5 it was too.
    The first version of this script timed the main thread and so reported the
    server as ~10x *faster* than in-process ``predict``.
 2. Concurrency: 1, 2 and 4 clients for ``--seconds`` each; p50/p95/p99 latency,
