@@ -202,7 +202,8 @@ def latency(model: Any, url: str, dicom: bytes, calls: int, rounds: int) -> None
           f"{[round(v * 1e3, 2) for v in handler_p50]}")
     print(f"in-process predict (main thread) p50 per round (ms): {[round(v * 1e3, 2) for v in main_p50]}")
     print(f"worst rounds: in-process {max(local_p50) * 1e3:.2f} ms, server {max(server_p50) * 1e3:.2f} ms, "
-          f"handler {max(handler_p50) * 1e3:.2f} ms, main thread {max(main_p50) * 1e3:.2f} ms; worst-round ratio {max(server_p50) / max(local_p50):.2f}x")
+          f"handler {max(handler_p50) * 1e3:.2f} ms, main thread {max(main_p50) * 1e3:.2f} ms; "
+          f"worst-round ratio {max(server_p50) / max(local_p50):.2f}x")
     _figures.emit(NAME, "in-process pyfunc.predict p50, 1 DICOM, worker thread (best round)", min(local_p50) * 1e3,
                   "ms")
     _figures.emit(NAME, "in-process pyfunc.predict p50, 1 DICOM, main thread (best round)", min(main_p50) * 1e3, "ms")
