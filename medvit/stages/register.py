@@ -86,8 +86,9 @@ def _new_version(cfg: RegisterConfig, model_dir: Path, ev: EvaluateOutputs, gate
 
 def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_dir: Path, cache: Path, out: Path,
                     version: Any, client: Any, card_args: dict[str, Any], gate: Gate) -> str | None:
-    """Write the local and the logged review report of ``version`` and log the latter, unless it already has
-    one; return its sha256. Without a version (gate refused) only the local report is written."""
+    """Write the local review report, and the logged one of ``version`` (logged, unless the version already
+    has one: then that one is fetched back); return its sha256. Without a version (gate refused) only the
+    local report is written. The local report is written on every run: DVC removes it before the stage runs."""
     from medvit.evaluate.review import ReviewContext, render_review_report
     from medvit.tracking import report
     from medvit.tracking.runs import experiment_name
@@ -95,10 +96,6 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
     name = card_args["registered_model"]
     logged = out / report.REPORT_NAME
     out.mkdir(parents=True, exist_ok=True)
-    if version is not None and report.report_sha256(version):  # unchanged: keeps the report it was logged with
-        with tempfile.TemporaryDirectory() as tmp:
-            logged.write_bytes(report.fetch_report(client, version, Path(tmp), logged).read_bytes())
-        return report.report_sha256(version)
     runs, baseline_weights = {"finetune": str(meta.get("run_id") or "")}, {}
     if client is not None:
         upstream, baseline_weights = report.upstream_runs(client, runs["finetune"], experiment_name(domain))
@@ -118,6 +115,10 @@ def _review_reports(params: Params, domain: str, meta: dict[str, Any], report_di
     local.write_text(render_review_report(report_dir, meta, ingest_report, replace(ctx, include_pixels=True)))
     if version is None:
         return None
+    if report.report_sha256(version):  # unchanged version: keeps the report it was logged (and maybe approved) with
+        with tempfile.TemporaryDirectory() as tmp:
+            logged.write_bytes(report.fetch_report(client, version, Path(tmp), logged).read_bytes())
+        return report.report_sha256(version)
     logged.write_text(render_review_report(report_dir, meta, ingest_report, replace(ctx, include_pixels=pixels)))
     return report.log_report(client, name, version, logged)
 

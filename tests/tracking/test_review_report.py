@@ -76,11 +76,14 @@ def test_report_logged_with_the_version_and_its_sha256(registered: dict[str, Any
     assert registered["overlay"] not in page and "medical images withheld" in page
     assert registered["overlay"] in registered["local"].read_text()
 
-    # an unchanged model registers nothing new and keeps the report it was logged with
+    # an unchanged model registers nothing new and keeps the report it was logged with; the local copy is
+    # written again (DVC removes the stage's outputs before it re-runs it)
     logged.unlink()
+    registered["local"].unlink()
     assert register(intended_use="changed text") == 0
     again = registry.client().get_model_version(NAME, "1")
     assert report_sha256(again) == digest and sha256_file(logged) == digest
+    assert "changed text" in registered["local"].read_text()
     assert len(registry.client().search_model_versions(f"name='{NAME}'")) == 1
 
 
