@@ -61,7 +61,7 @@ for d, m in manifests.items():
     plt.show()'''),
         nbf.v4.new_markdown_cell("## Label co-occurrence"),
         nbf.v4.new_code_cell('''for d, m in manifests.items():
-    y = m.labels()
+    y = np.nan_to_num(m.labels())  # unknown (masked) entries are NaN: count known positives only
     co = y.T @ y
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(co, cmap="Blues")
@@ -69,7 +69,7 @@ for d, m in manifests.items():
     ax.set_yticks(range(m.num_labels), m.label_names)
     for (i, j), v in np.ndenumerate(co):
         ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
-    ax.set_title(f"{d}: co-occurrence")
+    ax.set_title(f"{d}: co-occurrence (known positives)")
     plt.show()'''),
         nbf.v4.new_markdown_cell("## Split balance (samples and groups per split, prevalence per label)"),
         nbf.v4.new_code_cell('''for d, m in manifests.items():
@@ -103,8 +103,9 @@ def comparison() -> nbf.NotebookNode:
     nb.cells = [
         nbf.v4.new_markdown_cell(
             "# Run comparison from MLflow\n\nThe fine-tuned model against the CLIP baselines: the runs of one "
-            "pipeline (linked by the `pipeline_id` tag), per-label test AUROC with bootstrap CIs, and the "
-            "evaluate run's figures. Uses `MLFLOW_TRACKING_URI` or the embedded store."),
+            "pipeline (evaluate's `pipeline_id`, `finetune_pipeline_id` and `zeroshot_pipeline_id` tags), per-label "
+            "test AUROC with bootstrap CIs, and the evaluate run's figures. Uses `MLFLOW_TRACKING_URI` or the "
+            "embedded store."),
         nbf.v4.new_code_cell(SETUP),
         nbf.v4.new_code_cell('''import mlflow
 from mlflow import MlflowClient
@@ -119,7 +120,9 @@ for d in DOMAINS:
     df = mlflow.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
     runs[d] = df
     latest = df[df["tags.stage"] == "evaluate"].iloc[0]
-    linked = df[df["tags.pipeline_id"] == latest["tags.pipeline_id"]]
+    # each stage records the id of its own inputs; evaluate also records those of the runs it compared
+    pids = [latest[f"tags.{k}"] for k in ("pipeline_id", "finetune_pipeline_id", "zeroshot_pipeline_id")]
+    linked = df[df["tags.pipeline_id"].isin(pids)]
     print(d, "pipeline", latest["tags.pipeline_id"])
     display(linked[["tags.mlflow.runName", "tags.stage", "tags.weights", "status"]])'''),
         nbf.v4.new_markdown_cell("## Test macro AUROC: fine-tuned vs baselines"),
