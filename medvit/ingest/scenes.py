@@ -137,7 +137,7 @@ def decode_strip(task: StripTask) -> TaskResult:
         group = stem if block is None else f"{stem}_b{y // block:03d}_{x // block:03d}"
         meta = {"id": tile_id(stem, y, x), "group": group, "source": task.key, "scene": stem,
                 "y": y, "x": x, **chip_geometry(task.scene, y, x, t), "scale": task.scene.scale,
-                "nodata_fraction": round(float(1.0 - pixel_ok.mean()), 6)}
+                "nodata_fraction": round(float(1.0 - pixel_ok.mean()), 6), "month": task.scene.month}
         result.samples.append(Sample(image=image, meta=meta, labels=labels, sums=channel_sums(image, ok), mask=mask))
     return result
 

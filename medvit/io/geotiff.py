@@ -54,9 +54,23 @@ class SceneInfo:
     transform: tuple[float, float, float, float, float, float]
     scale: float
     bands: tuple[int, ...] = ()     # the selected bands as 1-based indexes (names resolved by ``probe``)
+    month: int | str = "unknown"    # acquisition month 1-12 from the file's date tags (``acquisition_month``)
 
 
 _S2_NAME = re.compile(r"^B(\d{1,2}|8A)$")
+# Date tags, first found wins: our sample's / many L2A exports' ACQUISITION_DATE (YYYY-MM-DD...), GDAL's
+# TIFFTAG_DATETIME (YYYY:MM:DD HH:MM:SS, strictly the file's own time, used only when nothing better exists).
+_DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "TIFFTAG_DATETIME")
+_DATE = re.compile(r"^\s*(\d{4})[-:/]?(\d{2})")
+
+
+def acquisition_month(tags: dict[str, str]) -> int | str:
+    """The acquisition month (1-12) from a GeoTIFF's dataset tags, else ``unknown`` (for subgroup analysis)."""
+    for key in _DATE_TAGS:
+        match = _DATE.match(str(tags.get(key, "")))
+        if match and 1 <= int(match[2]) <= 12:
+            return int(match[2])
+    return "unknown"
 
 
 def band_name(name: str) -> str | None:
@@ -131,7 +145,8 @@ def probe(path: str | Path, bands: tuple[int | str, ...], scale: float | None = 
             dtype = dtypes.pop()
             return SceneInfo(height=ds.height, width=ds.width, count=ds.count, dtype=dtype,
                              crs=ds.crs.to_string() if ds.crs else "", transform=tuple(ds.transform)[:6],
-                             scale=float(scale) if scale is not None else default_scale(dtype), bands=indexes)
+                             scale=float(scale) if scale is not None else default_scale(dtype), bands=indexes,
+                             month=acquisition_month(ds.tags()))
     except RasterReject:
         raise
     except (RasterioIOError, RasterioError) as err:

@@ -145,6 +145,9 @@ def satellite_raw(root: Path, n_scenes: int = 6) -> Path:
         label[60:, :] = 255
         write_scene(root / "scenes" / f"tile{i}.tif", data, 500_000 + 1000 * i)
         write_scene(root / "labels" / f"tile{i}.tif", label[None], 500_000 + 1000 * i, nodata=255)
+        if i == 2:  # one scene dated: its chips get the acquisition month, the others "unknown"
+            with rasterio.open(root / "scenes" / f"tile{i}.tif", "r+") as ds:
+                ds.update_tags(ACQUISITION_DATE="2023-08-30")
     write_scene(root / "scenes" / "void.tif", np.zeros((4, 64, 64), np.uint16), 0)
     write_scene(root / "labels" / "void.tif", np.zeros((1, 64, 64), np.uint8), 0, nodata=255)
     write_scene(root / "scenes" / "rgb.tif", np.ones((3, 64, 64), np.uint16), 0)

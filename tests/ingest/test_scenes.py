@@ -41,6 +41,7 @@ def test_satellite_raster_labels_end_to_end(tmp_path: Path) -> None:
     assert frame.groupby("group")["split"].nunique().max() == 1
     row = frame.loc["tile2_00016_00032"]
     assert row["crs"] == "EPSG:32633" and row["group"] == "tile2"
+    assert str(row["month"]) == "8" and str(frame.loc["tile1_00048_00000", "month"]) == "unknown"
     assert [float(v) for v in row["transform"].split()] == [10, 0, 502_000 + 320, 0, -10, 4_000_000 - 160]
     assert [float(v) for v in row["bounds"].split()] == [502_320, 4_000_000 - 320, 502_480, 4_000_000 - 160]
     # Labels: class 1 + i % 3 on the right half, class 0 on the left; 255 rows ignored.

@@ -11,8 +11,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from medvit.io.geotiff import (RasterReject, chip_geometry, label_grid_differs, probe, read_label_strip,
-                               read_strip)
+from medvit.io.geotiff import (RasterReject, acquisition_month, chip_geometry, label_grid_differs, probe,
+                               read_label_strip, read_strip)
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # rasterio's own Affine use
 
@@ -73,6 +73,17 @@ def test_rotated_chip_geometry_matches_rasterio(shared_geotiff: Path) -> None:
     xs, ys = zip(*corners)
     np.testing.assert_allclose([float(v) for v in geo["bounds"].split()], (min(xs), min(ys), max(xs), max(ys)))
     assert geo["crs"] == ""
+
+
+def test_acquisition_month_from_the_date_tags(tmp_path: Path) -> None:
+    data = np.ones((1, 8, 8), np.uint16)
+    with rasterio.open(_write(tmp_path / "d.tif", data), "r+") as ds:
+        ds.update_tags(ACQUISITION_DATE="2023-07-14", TIFFTAG_DATETIME="2024:01:02 10:00:00")
+    assert probe(tmp_path / "d.tif", (1,)).month == 7  # the acquisition date wins over the file's own time
+    assert probe(_write(tmp_path / "none.tif", data), (1,)).month == "unknown"
+    assert acquisition_month({"TIFFTAG_DATETIME": "2024:11:02 10:00:00"}) == 11
+    assert acquisition_month({"SENSING_TIME": "20230302T101021"}) == 3
+    assert acquisition_month({"ACQUISITION_DATE": "2023-13-01"}) == "unknown"  # not a month
 
 
 def test_corrupt_block_is_rejected_not_zeros(tmp_path: Path) -> None:
