@@ -141,6 +141,26 @@ def test_every_stage_wrote_its_outputs(pipeline: tuple[Path, dict[str, str]]) ->
         assert "Subgroups" in logged.read_text() and (repo / "reports" / d / "review" / "review_report.html").is_file()
 
 
+def test_predict_stage_scored_the_samples_raw_files(pipeline: tuple[Path, dict[str, str]]) -> None:
+    """The predict example: every raw image (medical) or chip (satellite) has a row, scores or its reason."""
+    import pandas as pd
+
+    repo, _ = pipeline
+    thresholds = {d: json.loads((repo / "reports" / d / "thresholds.json").read_text()) for d in DOMAINS}
+    for d in DOMAINS:
+        table = pd.read_parquet(repo / "reports" / d / "predict" / "predictions.parquet")
+        names = thresholds[d]["label_names"]
+        scored = table[table["error"].fillna("") == ""]
+        assert len(scored) and scored[[f"score:{n}" for n in names]].notna().all().all()
+        for n in names:  # labels are the scores thresholded at evaluate's val-chosen operating points
+            assert (scored[f"label:{n}"] == (scored[f"score:{n}"] >= thresholds[d]["thresholds"][n])).all()
+    medical = pd.read_parquet(repo / "reports" / "medical" / "predict" / "predictions.parquet")
+    assert medical["source"].nunique() == len(list((repo / "data" / "raw" / "medical" / "images").iterdir()))
+    assert medical["error"].fillna("").str.contains("burned-in").sum() >= 1  # the sample's burned-in image
+    maps = list((repo / "reports" / "satellite" / "predict" / "maps").rglob("*.tif"))
+    assert len(maps) == len(list((repo / "data" / "raw" / "satellite" / "scenes").glob("*.tif")))
+
+
 def test_second_repro_is_a_no_op(pipeline: tuple[Path, dict[str, str]]) -> None:
     repo, env = pipeline
     out = run(["dvc", "repro"], repo, env).stdout
@@ -207,7 +227,8 @@ def test_finetune_param_warns_until_finetune_reruns(pipeline: tuple[Path, dict[s
         ran = set(re.findall(r"Running stage '(\w+@\w+)'", out))
         # register is left out: its registry folder is not DVC-cached, so an earlier test's restore can leave it
         # differing from dvc.lock, and DVC re-runs it for that
-        assert {s for s in ran if not s.startswith("register@")} == {"finetune@medical", "evaluate@medical"}, out
+        assert {s for s in ran if not s.startswith("register@")} == {"finetune@medical", "evaluate@medical",
+                                                                      "predict@medical"}, out
         assert _stale(repo, "medical") == []
     finally:
         _restore(repo, env)

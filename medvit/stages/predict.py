@@ -7,7 +7,9 @@ Examples::
     medvit predict --model ./downloaded-model --input one.dcm --out predictions/one
 
 --model is a registry URI on the configured tracking server (MLFLOW_TRACKING_URI, else the embedded
-SQLite store) or a folder holding a downloaded MLflow model; nothing else is fetched. Files are found
+SQLite store), a folder holding a downloaded MLflow model, or the finetune stage's output folder with
+evaluate's thresholds (``--model models/medical --thresholds reports/medical/thresholds.json``: the
+pipeline's own ``predict`` stage, an example on the sample data); nothing else is fetched. Files are found
 as ingest finds them (every non-hidden file under --input, sorted) and decoded with the model's own
 preprocessing. Writes predictions.parquet and predictions.csv (one row per image, frame or chip; an
 unusable file gets an error row), SRs under sr/, overlays under overlays/, and per-scene maps under maps/.
@@ -28,7 +30,9 @@ HELP = "Score a folder or file with a registered model: predictions table, DICOM
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="URI|DIR",
                         help="models:/medvit-<domain>@champion|@candidate, models:/medvit-<domain>/<version>, "
-                             "or a local MLflow model folder")
+                             "a local MLflow model folder, or a finetune output folder (with --thresholds)")
+    parser.add_argument("--thresholds", metavar="FILE",
+                        help="evaluate's thresholds.json, when --model is a finetune output folder (models/<domain>)")
     parser.add_argument("--input", required=True, metavar="FILE|DIR", help="a file, or a folder searched recursively")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--sr", action="store_true", help="write a DICOM Comprehensive SR per scored DICOM image")
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace, params: Params | None) -> int:
 
     out = Path(args.out)
     inputs = _inputs(Path(args.input), out)
-    local = resolve_model(args.model, out / ".model")
+    local = resolve_model(args.model, out / ".model", Path(args.thresholds) if args.thresholds else None)
     model = ModelFiles(local.classifier, local.thresholds, local.name, local.version)
     try:
         summary = predict(inputs, model, out, Options(sr=args.sr, overlays=args.overlays, workers=args.workers,

@@ -7,7 +7,10 @@
   server (``MLFLOW_TRACKING_URI`` or the embedded SQLite store) and its
   artifacts downloaded from there, the only network it touches;
 * a local folder holding an MLflow model (``MLmodel``), e.g. from
-  ``mlflow artifacts download -u models:/medvit-medical@champion -d ./model``.
+  ``mlflow artifacts download -u models:/medvit-medical@champion -d ./model``;
+* the finetune stage's own output folder (``models/<domain>``: ``model.safetensors``
+  + ``meta.json``) with evaluate's ``reports/<domain>/thresholds.json`` as
+  ``thresholds``: the unregistered model, as the pipeline's ``predict`` stage uses it.
 
 It returns the folder's ``classifier`` (safetensors + meta.json) and
 ``thresholds`` artifacts as ``medvit.tracking.registry.log_servable_model``
@@ -40,18 +43,27 @@ class LocalModel:
     version: str            # registered version, "local" for a folder
 
 
-def resolve_model(ref: str, download_dir: Path) -> LocalModel:
+def resolve_model(ref: str, download_dir: Path, thresholds: Path | None = None) -> LocalModel:
     """The model ``ref`` names, with its artifacts on local disk (downloaded into ``download_dir``).
+
+    ``thresholds`` (evaluate's ``thresholds.json``) is needed, and only allowed, with a finetune
+    output folder.
 
     Raises:
         UserError: a malformed URI, an unknown model / alias / version, an unreachable
-            tracking server, or a folder that is not a medvit MLflow model.
+            tracking server, or a folder that is not a medvit MLflow model or finetune output.
     """
     match = _URI.match(ref)
+    if match is None and ref.startswith("models:/"):
+        raise UserError(f"--model {ref!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    folder = Path(ref)
+    finetuned = match is None and (folder / "meta.json").is_file() and (folder / "model.safetensors").is_file()
+    if finetuned != (thresholds is not None):
+        raise UserError(f"--thresholds goes with a finetune output folder (model.safetensors + meta.json) as --model; "
+                        f"{ref!r} is {'one' if finetuned else 'not one'}")
+    if finetuned:
+        return _finetuned(folder, Path(thresholds), download_dir)  # type: ignore[arg-type]
     if match is None:
-        if ref.startswith("models:/"):
-            raise UserError(f"--model {ref!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-        folder = Path(ref)
         if not folder.is_dir():
             raise UserError(f"--model {ref!r}: no such folder, and not a models:/ URI")
         return _artifacts(folder, folder.resolve().name, "local")
@@ -91,3 +103,20 @@ def _artifacts(folder: Path, name: str, version: str) -> LocalModel:
                             "(it is logged by the register stage)")
         paths[key] = folder / entry["path"]
     return LocalModel(paths["classifier"], paths["thresholds"], name, version)
+
+
+def _finetuned(folder: Path, thresholds: Path, download_dir: Path) -> LocalModel:
+    """A finetune output folder with evaluate's thresholds.json, as the registered artifacts would hold them."""
+    import json
+
+    try:
+        spec = json.loads(thresholds.read_text())
+        names = list(spec["label_names"])
+        values = [float(spec["thresholds"][n]) for n in names]  # evaluate writes {label: threshold}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--thresholds {thresholds}: not evaluate's thresholds.json ({type(err).__name__}: {err}); "
+                        "run the evaluate stage first") from None
+    download_dir.mkdir(parents=True, exist_ok=True)
+    converted = download_dir / "thresholds.json"
+    converted.write_text(json.dumps({"label_names": names, "thresholds": values, "method": spec.get("method")}))
+    return LocalModel(folder, converted, f"{folder.resolve().name} (not registered)", "local")

@@ -156,6 +156,40 @@ def test_predict_with_a_local_model_folder(registered: Callable[[str], dict], tm
     assert a["version"].iloc[0] == 1 and b["version"].iloc[0] == "local"
 
 
+def test_predict_with_the_finetune_folder_and_evaluates_thresholds(registered: Callable[[str], dict],
+                                                                    tmp_path: Path) -> None:
+    """The pipeline's predict stage: models/<d> + reports/<d>/thresholds.json, the same answers as the registry."""
+    registered("medical")
+    inputs = _medical_inputs(tmp_path / "in")
+    assert main(["predict", "--model", "models:/medvit-medical/1", "--input", str(inputs), "--out",
+                 str(tmp_path / "a"), "--workers", "1"]) == 0
+    assert main(["predict", "--model", str(tmp_path / "models"), "--thresholds",
+                 str(tmp_path / "reports" / "thresholds.json"), "--input", str(inputs), "--out", str(tmp_path / "b"),
+                 "--workers", "1"]) == 0
+    a, b = (pd.read_csv(tmp_path / d / "predictions.csv").sort_values(["source", "id"]).reset_index(drop=True)
+            for d in ("a", "b"))
+    cols = [f"score:{n}" for n in LABELS] + [f"label:{n}" for n in LABELS] + ["error"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert (b["version"] == "local").all() and b["label:" + LABELS[0]].notna().any()
+
+
+def test_thresholds_go_only_with_a_finetune_folder(registered: Callable[[str], dict], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    registered("medical")
+    inputs = _medical_inputs(tmp_path / "in")
+    thresholds = str(tmp_path / "reports" / "thresholds.json")
+    assert main(["predict", "--model", "models:/medvit-medical/1", "--thresholds", thresholds, "--input",
+                 str(inputs), "--out", str(tmp_path / "o")]) == 2
+    assert "--thresholds goes with a finetune output folder" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "models"), "--input", str(inputs), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "--thresholds goes with a finetune output folder" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"label_names": ["a"]}')
+    assert main(["predict", "--model", str(tmp_path / "models"), "--thresholds", str(tmp_path / "bad.json"),
+                 "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
+    assert "not evaluate's thresholds.json" in capsys.readouterr().err
+
+
 def test_unknown_alias_and_missing_folder_are_clear_errors(registered: Callable[[str], dict], tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     registered("medical")
