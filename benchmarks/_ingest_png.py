@@ -17,7 +17,7 @@ file (manifest rows and shard rows both counted). Target: all cores >= 0.8x the
 bare loop's files/s. Ingest does more per file than the bare loop (header walk,
 scaling to float32, letterbox, stats, shard writes, labels, splits, manifest) and
 the bare loop uses one core, so the target asks the extra core to pay for that work.
-Medical blocks hold at least 8 files (``medvit.ingest.nih.block_size``): fewer than
+Medical blocks hold at least 8 files (``medvit.ingest.writers.block_size``): fewer than
 9 files run on one worker whatever the core count, so ``--png-n`` should be a
 multiple of 8 and at least 16 for both cores of a 2-core machine to work.
 """

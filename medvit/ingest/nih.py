@@ -7,7 +7,7 @@ split group). Optional ``Patient Gender``, ``Patient Age`` and ``View Position``
 fill the subgroup columns a DICOM header lacks (``medvit.ingest.demographics``);
 PNG/JPEG files are decoded by ``medvit.ingest.images``.
 
-Files go to the workers in blocks of consecutive files (:func:`block_size`,
+Files go to the workers in blocks of consecutive files (``medvit.ingest.writers.block_size``,
 fixed by the file count, not the worker count); each worker writes its block's
 images into its own part files and the main process renames them into numbered
 shards in input order, so no pixels cross the result pipe and the cache is
@@ -40,7 +40,7 @@ from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
 from medvit.ingest.views import view_filter
-from medvit.ingest.writers import PartWriter
+from medvit.ingest.writers import block_size, decode_into_parts
 from medvit.io.decoders import syntax_name
 from medvit.io.dicom import DicomReject, read_header
 
@@ -215,33 +215,13 @@ def decode_block(block: MedicalBlock) -> BlockResult:
     multi-frame file leaves no rows behind.
     """
     state = worker_state(NihWorkerState)
-    writer = PartWriter(Path(state.shard_dir), f".part-{block.name}", state.shard_size)
-    try:
-        results = []
-        for task in block.tasks:
-            res = decode_file(task)
-            for sample in res.samples:
-                sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
-                sample.image = None
-            results.append(res)
-        return BlockResult(results, writer.close())
-    except BaseException:
-        writer.abort()
-        raise
+    return BlockResult(*decode_into_parts(Path(state.shard_dir), state.shard_size, block.name, block.tasks,
+                                          decode_file))
 
 
 def split_block(block: MedicalBlock) -> list[MedicalBlock]:
     """One block per file, for re-running a block whose worker died."""
     return [MedicalBlock(f"{block.name}-{i:05d}", (task,)) for i, task in enumerate(block.tasks)]
-
-
-def block_size(n_files: int, shard_size: int) -> int:
-    """Files per medical block: ~64 blocks per run (load balance), 8 to ``shard_size`` files each.
-
-    It depends on the data and params only, never on the worker count, so the
-    cache is byte-identical whatever machine runs the stage.
-    """
-    return max(1, min(shard_size, max(8, -(-n_files // 64))))
 
 
 # --------------------------------------------------------------------------- the source

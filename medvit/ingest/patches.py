@@ -27,7 +27,7 @@ from medvit.data.cache import SHARD_DIR, shard_path
 from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult
-from medvit.ingest.writers import NodataMasks, PartWriter
+from medvit.ingest.writers import NodataMasks, block_size, decode_into_parts
 from medvit.io.geotiff import BandStack, RasterReject, SceneInfo, chip_geometry, gdal_session, read_bands
 
 # Band footprints agree when their bounds differ by less than this fraction of the finest pixel.
@@ -186,30 +186,14 @@ def decode_patch(task: PatchTask) -> TaskResult:
 def decode_patch_block(block: PatchBlock) -> PatchBlockResult:
     """Decode every patch of ``block`` and write its images into part files in the shard folder."""
     state = worker_state(PatchWorkerState)
-    writer = PartWriter(Path(state.shard_dir), f".part-{block.name}", state.shard_size)
-    try:
-        results = []
-        with gdal_session():
-            for task in block.tasks:
-                res = decode_patch(task)
-                for sample in res.samples:
-                    sample.loc = writer.add(sample.image)  # type: ignore[arg-type]
-                    sample.image = None
-                results.append(res)
-        return PatchBlockResult(results, writer.close())
-    except BaseException:
-        writer.abort()
-        raise
+    with gdal_session():
+        return PatchBlockResult(*decode_into_parts(Path(state.shard_dir), state.shard_size, block.name,
+                                                   block.tasks, decode_patch))
 
 
 def split_patch_block(block: PatchBlock) -> list[PatchBlock]:
     """One block per patch, for re-running a block whose worker died."""
     return [PatchBlock(f"{block.name}-{i:05d}", (task,)) for i, task in enumerate(block.tasks)]
-
-
-def block_size(n_patches: int, shard_size: int) -> int:
-    """Patches per block: ~64 blocks per run, 8 to ``shard_size`` each; independent of the worker count."""
-    return max(1, min(shard_size, max(8, -(-n_patches // 64))))
 
 
 class PatchSource(Source):

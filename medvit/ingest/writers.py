@@ -8,7 +8,8 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -107,6 +108,37 @@ class PartWriter:
         self._file.close()
         self._file = None
         self.parts.append((self._name(), self._n))
+
+
+def block_size(n_inputs: int, shard_size: int) -> int:
+    """Inputs per worker block: ~64 blocks per run (load balance), 8 to ``shard_size`` each.
+
+    It depends on the data and params only, never on the worker count, so the
+    cache is byte-identical whatever machine runs the stage.
+    """
+    return max(1, min(shard_size, max(8, -(-n_inputs // 64))))
+
+
+def decode_into_parts(shard_dir: Path, shard_size: int, name: str, tasks: Sequence[Any],
+                      decode: Callable[[Any], Any]) -> tuple[list[Any], list[tuple[str, int]]]:
+    """In a worker: ``decode`` each task and write its samples' images into part files ``.part-<name>``.
+
+    Each result's samples keep only their (part, index) location (``sample.loc``), not the pixels.
+    Returns (results, part file names); a failure removes the block's part files.
+    """
+    writer = PartWriter(shard_dir, f".part-{name}", shard_size)
+    try:
+        results = []
+        for task in tasks:
+            res = decode(task)
+            for sample in res.samples:
+                sample.loc = writer.add(sample.image)
+                sample.image = None
+            results.append(res)
+        return results, writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 class NodataMasks:
