@@ -2,7 +2,7 @@
 
 DVC re-runs a stage when a param it declares or a dependency's hash changes, and
 only then. The ids a stage records follow the same rule, read from dvc.yaml
-(matrix items resolved as DVC does) and dvc.lock: ``params_hash`` hashes the
+(matrix and foreach items resolved as DVC does) and dvc.lock: ``params_hash`` hashes the
 values of the stage's declared params; ``pipeline_id`` adds the dvc.lock hashes
 of the upstream outputs it depends on, which stand for the upstream stages'
 params and data (as in DVC, an upstream re-run with identical outputs changes
@@ -27,7 +27,7 @@ from medvit.config import ConfigError, Params
 from medvit.hashing import sha256_json
 
 DVC_FILE = "dvc.yaml"
-_ITEM = re.compile(r"\$\{\s*item\.(\w+)\s*\}")
+_ITEM = re.compile(r"\$\{\s*(?:item\.(\w+)|(key))\s*\}")  # ${item.x} (matrix, foreach) and ${key} (foreach)
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,28 @@ def _paths(entries: Iterable[Any]) -> list[str]:
 
 
 def _sub(text: str, item: dict[str, Any]) -> str:
-    return _ITEM.sub(lambda m: str(item[m.group(1)]), text)
+    return _ITEM.sub(lambda m: str(item[m.group(1) or "key"]), text)
+
+
+def _resolved(path: Path, name: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(resolved name, stage body, substitution item) per stage DVC makes of one dvc.yaml entry:
+    ``matrix`` (``name@v1@v2``), ``foreach`` over a mapping (``name@key``, with ``do`` as the body) or a plain stage."""
+    if "foreach" in body:
+        each = body["foreach"]
+        if not isinstance(each, dict):
+            raise ConfigError(f"{path}: stage {name}: foreach over a list is not supported here; use a mapping")
+        return [(f"{name}@{key}", body.get("do") or {}, {"key": key, **(value or {})}) for key, value in each.items()]
+    matrix = body.get("matrix")
+    items = [dict(zip(matrix, combo)) for combo in itertools.product(*matrix.values())] if matrix else [{}]
+    return [("@".join([name, *(str(v) for v in item.values())]), body, item) for item in items]
 
 
 @cache
 def _read(path: Path, mtime_ns: int) -> dict[str, StageDecl]:
     doc = yaml.safe_load(path.read_text()) or {}
     stages: dict[str, StageDecl] = {}
-    for name, body in (doc.get("stages") or {}).items():
-        matrix = body.get("matrix")
-        items = ([dict(zip(matrix, combo)) for combo in itertools.product(*matrix.values())] if matrix else [{}])
-        for item in items:
-            full = "@".join([name, *(str(v) for v in item.values())])
+    for name, stage in (doc.get("stages") or {}).items():
+        for full, body, item in _resolved(path, name, stage):
             params = []
             for p in body.get("params") or ():
                 if isinstance(p, dict):  # {file: [keys]}: only the default params file is read by the stages
