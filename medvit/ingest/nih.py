@@ -19,7 +19,6 @@ rejected.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from medvit.config import IngestConfig
-from medvit.data.cache import SHARD_DIR, shard_path
+from medvit.data.cache import SHARD_DIR
 from medvit.data.layout import NO_FINDING
 from medvit.data.preprocess import Preprocessor
 from medvit.deid import Pseudonymizer, deidentify, identifiers, load_key
@@ -40,7 +39,7 @@ from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult, find_files, relative_keys
 from medvit.ingest.views import view_filter
-from medvit.ingest.writers import block_size, decode_into_parts
+from medvit.ingest.writers import adopt_parts, block_size, decode_into_parts
 from medvit.io.decoders import syntax_name
 from medvit.io.dicom import DicomReject, read_header
 
@@ -288,11 +287,8 @@ class NihSource(Source):
 
     def collect(self, block: BlockResult, col: Collected) -> None:
         """Number the block's parts as the next shards (input order), then keep its rows."""
-        shards = []
-        for name, _ in block.parts:
-            os.replace(self.shard_dir / name, shard_path(self.tmp, self.next_shard))
-            shards.append(self.next_shard)
-            self.next_shard += 1
+        shards = adopt_parts(block.parts, self.shard_dir, self.tmp, self.next_shard)
+        self.next_shard += len(shards)
         for res in block.results:
             if res.filtered is not None:
                 col.filter(res.filtered)

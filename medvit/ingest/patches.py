@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from medvit.config import IngestConfig
-from medvit.data.cache import SHARD_DIR, shard_path
+from medvit.data.cache import SHARD_DIR
 from medvit.ingest.pixels import channel_sums
 from medvit.ingest.pool import worker_count, worker_state
 from medvit.ingest.source import CacheInfo, Collected, Plan, Sample, Source, TaskResult
-from medvit.ingest.writers import NodataMasks, block_size, decode_into_parts
+from medvit.ingest.writers import NodataMasks, adopt_parts, block_size, decode_into_parts
 from medvit.io.geotiff import BandStack, RasterReject, SceneInfo, chip_geometry, gdal_session, read_bands
 
 # Band footprints agree when their bounds differ by less than this fraction of the finest pixel.
@@ -252,11 +252,8 @@ class PatchSource(Source):
 
     def collect(self, block: PatchBlockResult, col: Collected) -> None:
         """Number the block's parts as the next shards (input order), then keep its rows and masks."""
-        shards = []
-        for name, _ in block.parts:
-            os.replace(self.shard_dir / name, shard_path(self.tmp, self.next_shard))
-            shards.append(self.next_shard)
-            self.next_shard += 1
+        shards = adopt_parts(block.parts, self.shard_dir, self.tmp, self.next_shard)
+        self.next_shard += len(shards)
         for res in block.results:
             if res.reject is not None or not res.samples:
                 col.reject(res.source, res.reject or "no samples")

@@ -141,6 +141,15 @@ def decode_into_parts(shard_dir: Path, shard_size: int, name: str, tasks: Sequen
         raise
 
 
+def adopt_parts(parts: Sequence[tuple[str, int]], shard_dir: Path, tmp: Path, first_shard: int) -> list[int]:
+    """In the main process: rename a block's part files (in ``shard_dir``) into shards ``first_shard``,
+    ``first_shard + 1``, ... of the cache being built in ``tmp``; returns the shard numbers, in order."""
+    shards = list(range(first_shard, first_shard + len(parts)))
+    for (name, _), shard in zip(parts, shards):
+        os.replace(shard_dir / name, shard_path(tmp, shard))
+    return shards
+
+
 class NodataMasks:
     """Packed (C, H, W) nodata masks of cached images, kept in a temporary file until the train mean is known.
 
